@@ -1,0 +1,111 @@
+"""pytest wiring for walfast's tests.
+
+Sections:
+  * markers
+  * PostgreSQL harness fixtures (pg_bindir, pg_cluster_factory, pg_cluster),
+    built on tests/pgcluster.py
+  * collection / report hooks
+
+Engine fixtures belong in their own section below the harness ones.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# Make tests/pgcluster.py importable as ``pgcluster`` regardless of how pytest
+# was invoked or whether tests/ later becomes a package.
+_TESTS_DIR = str(Path(__file__).resolve().parent)
+if _TESTS_DIR not in sys.path:
+    sys.path.insert(0, _TESTS_DIR)
+
+from pgcluster import Cluster, find_bindir  # noqa: E402
+
+# Fixtures that need a real server; tests using them get the marker.
+_PG_FIXTURES = frozenset({"pg_bindir", "pg_cluster", "pg_cluster_factory"})
+
+_NO_PG_REASON = ("PostgreSQL server binaries not found (set PG_BINDIR or "
+                 "install postgresql)")
+
+
+# ---------------------------------------------------------------- markers --
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "integration: needs a real PostgreSQL server; auto-added to tests "
+        "using pg fixtures")
+    config.addinivalue_line("markers", "slow: takes more than a few seconds")
+
+
+# ------------------------------------------- PostgreSQL harness fixtures --
+
+@pytest.fixture(scope="session")
+def pg_bindir() -> Path:
+    """Directory of the PostgreSQL server binaries; skip (fail under CI)."""
+    bindir = find_bindir()
+    if bindir is None:
+        reason = _NO_PG_REASON
+        if os.environ.get("PG_BINDIR"):
+            reason += (f" [PG_BINDIR={os.environ['PG_BINDIR']!r} does not "
+                       "contain initdb and pg_ctl]")
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}; under CI this is a failure, not a skip",
+                        pytrace=False)
+        pytest.skip(reason)
+    return bindir
+
+
+@pytest.fixture
+def pg_cluster_factory(pg_bindir):
+    """Callable ``make(wal_segsize_mb=1, **settings) -> Cluster`` (started).
+
+    Every cluster made is stopped and deleted when the test ends, pass or
+    fail.
+    """
+    clusters: list[Cluster] = []
+
+    def make(wal_segsize_mb: int = 1, **settings) -> Cluster:
+        cluster = Cluster(pg_bindir, wal_segsize_mb=wal_segsize_mb,
+                          settings=settings)
+        clusters.append(cluster)
+        cluster.init()
+        cluster.start()
+        return cluster
+
+    yield make
+    for cluster in clusters:
+        cluster.cleanup()  # never raises
+
+
+@pytest.fixture
+def pg_cluster(pg_cluster_factory) -> Cluster:
+    """One started cluster with 1 MiB WAL segments."""
+    return pg_cluster_factory(wal_segsize_mb=1)
+
+
+# --------------------------------------------------------------- hooks --
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if _PG_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
+def pytest_report_header(config) -> list[str]:
+    bindir = find_bindir()
+    if bindir is None:
+        return [f"postgresql: not found ({_NO_PG_REASON})"]
+    try:
+        version = subprocess.run(
+            [str(bindir / "postgres"), "--version"], capture_output=True,
+            text=True, timeout=30,
+        ).stdout.strip() or "unknown version"
+    except (OSError, subprocess.SubprocessError) as exc:
+        version = f"unknown version ({exc})"
+    return [f"postgresql: {bindir} ({version})"]

@@ -1,0 +1,610 @@
+"""Throwaway PostgreSQL clusters for walfast's integration tests.
+
+This module is the test harness's only contact with a real server.  It can
+
+* locate the PostgreSQL server binaries (:func:`find_bindir`),
+* create a private cluster in a temporary directory with a chosen WAL segment
+  size, configured for physical replication and reachable over loopback TCP
+  and a private unix socket directory only (:class:`Cluster`),
+* generate WAL, force segment switches and list the completed segment files in
+  ``pg_wal`` so tests can compare what walfast received byte for byte with what
+  the server wrote.
+
+It deliberately has no pytest dependency (``conftest.py`` does the wiring) and
+does not import ``walfast`` either, so a broken engine build cannot break the
+harness.  ``psycopg`` is imported lazily, only by the methods that talk SQL.
+
+``initdb`` refuses to run as root.  When the current process is root, every
+server tool (initdb, pg_ctl and the postmaster it starts) runs as the
+``postgres`` system user and the cluster's base directory is chowned to it.
+
+Typical use::
+
+    with Cluster(find_bindir(), wal_segsize_mb=1) as pg:   # init() + start()
+        start, end = pg.generate_wal(3 * pg.wal_segment_size)
+        pg.switch_wal()
+        for path in pg.completed_segments():
+            ...
+    # the server is stopped and its directory removed here
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+__all__ = ["Cluster", "find_bindir", "free_port"]
+
+#: Tools that must be present for a directory to count as a server bindir.
+_REQUIRED_TOOLS = ("initdb", "pg_ctl")
+
+#: WAL segment file names: 8 hex digits timeline, 16 hex digits segment.
+_SEGMENT_RE = re.compile(r"^[0-9A-F]{24}$")
+
+#: Environment variables that could make the tools talk to some other server.
+_SCRUB_ENV = (
+    "PGDATA", "PGHOST", "PGHOSTADDR", "PGPORT", "PGUSER", "PGDATABASE",
+    "PGSERVICE", "PGSERVICEFILE", "PGOPTIONS", "PGPASSWORD", "PGPASSFILE",
+    "PGSSLMODE", "PGTZ", "PGCLIENTENCODING",
+)
+
+_HBA_CONF = """\
+# Written by walfast's tests/pgcluster.py: trust, loopback and unix socket only.
+local   all           all                   trust
+local   replication   all                   trust
+host    all           all    127.0.0.1/32   trust
+host    replication   all    127.0.0.1/32   trust
+"""
+
+_CONF_MARKER = "# ---- walfast test harness settings (tests/pgcluster.py) ----"
+
+
+# --------------------------------------------------------------------------- #
+# helpers
+# --------------------------------------------------------------------------- #
+
+def _is_bindir(path: Path) -> bool:
+    return all(os.access(path / tool, os.X_OK) for tool in _REQUIRED_TOOLS)
+
+
+def _version_key(name: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in name.split("."))
+    except ValueError:
+        return (-1,)
+
+
+def find_bindir() -> Path | None:
+    """Return the directory holding the PostgreSQL server binaries, or None.
+
+    Looked up in this order:
+
+    1. ``$PG_BINDIR``.  If it is set but does not hold ``initdb`` and
+       ``pg_ctl``, None is returned: an explicit choice is never silently
+       replaced by another installation.
+    2. ``pg_config --bindir``, if that directory holds ``initdb`` and
+       ``pg_ctl`` (client-only installs ship pg_config without them).
+    3. The highest-versioned ``/usr/lib/postgresql/*/bin`` holding both
+       (the Debian/Ubuntu layout).
+    """
+    env = os.environ.get("PG_BINDIR")
+    if env:
+        path = Path(env)
+        if _is_bindir(path):
+            return path
+        return None
+
+    try:
+        out = subprocess.run(
+            ["pg_config", "--bindir"], capture_output=True, text=True,
+            check=True, timeout=30,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        out = ""
+    if out and _is_bindir(Path(out)):
+        return Path(out)
+
+    candidates = [
+        p for p in Path("/usr/lib/postgresql").glob("*/bin") if _is_bindir(p)
+    ]
+    if candidates:
+        return max(candidates, key=lambda p: _version_key(p.parent.name))
+    return None
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago.
+
+    There is an unavoidable race between closing the probe socket and the
+    server binding the port; :meth:`Cluster.start` retries on a new port if it
+    loses that race.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _parse_lsn(text: str) -> int:
+    """Parse PostgreSQL's ``"X/Y"`` LSN notation into an int."""
+    hi, lo = text.split("/")
+    return (int(hi, 16) << 32) | int(lo, 16)
+
+
+def _format_lsn(lsn: int) -> str:
+    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+
+
+def _conf_value(value: Any) -> str:
+    """Render a Python value as a postgresql.conf value."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        return f"<cannot read {path}: {exc}>"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _complain(msg: str) -> None:
+    # Not warnings.warn: the test suite turns warnings into errors, and
+    # cleanup() must never raise.
+    print(f"pgcluster: {msg}", file=sys.stderr)
+
+
+def _pid_alive(pid: int) -> bool:
+    """True if ``pid`` exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+# --------------------------------------------------------------------------- #
+# Cluster
+# --------------------------------------------------------------------------- #
+
+class Cluster:
+    """A private, disposable PostgreSQL cluster.
+
+    ``Cluster(bindir, wal_segsize_mb=1, settings={...})`` only records the
+    parameters; :meth:`init` creates the cluster, :meth:`start` starts it,
+    :meth:`cleanup` stops it and deletes everything.  Used as a context manager
+    it does all three.
+
+    ``settings`` are extra ``postgresql.conf`` parameters; they are written
+    after (and so override) the harness defaults.  Python bools become
+    ``on``/``off``, numbers are written bare, everything else is quoted.
+    """
+
+    def __init__(
+        self,
+        bindir: os.PathLike | str,
+        wal_segsize_mb: int = 1,
+        settings: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.bindir = Path(bindir)
+        self.wal_segsize_mb = int(wal_segsize_mb)
+        self.extra_settings = dict(settings or {})
+        self.base: Path | None = None
+        self.port: int | None = None
+        self._running = False
+        self._orig_conf: str | None = None
+        self._pw = None
+        if os.geteuid() == 0:
+            try:
+                self._pw = pwd.getpwnam("postgres")
+            except KeyError:
+                raise RuntimeError(
+                    "running as root, but there is no 'postgres' system user to "
+                    "run initdb/pg_ctl as (initdb refuses to run as root); create "
+                    "one (e.g. `useradd -r postgres`) or run the tests as a "
+                    "non-root user"
+                ) from None
+
+    # ---- paths and simple attributes -------------------------------------- #
+
+    def _need_base(self) -> Path:
+        if self.base is None:
+            raise RuntimeError("cluster not initialised; call init() first")
+        return self.base
+
+    @property
+    def datadir(self) -> Path:
+        return self._need_base() / "data"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self._need_base() / "sock"
+
+    @property
+    def logfile(self) -> Path:
+        return self._need_base() / "server.log"
+
+    @property
+    def pg_wal(self) -> Path:
+        return self.datadir / "pg_wal"
+
+    @property
+    def wal_segment_size(self) -> int:
+        """WAL segment size in bytes."""
+        return self.wal_segsize_mb * 1024 * 1024
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    @property
+    def postmaster_pid(self) -> int | None:
+        """PID of the running postmaster (from postmaster.pid), or None."""
+        try:
+            first = (self.datadir / "postmaster.pid").read_text().split("\n", 1)[0]
+            return int(first)
+        except (OSError, ValueError, RuntimeError):
+            return None
+
+    def __repr__(self) -> str:
+        return (f"<Cluster base={self.base} port={self.port} "
+                f"segsize={self.wal_segsize_mb}MB running={self._running}>")
+
+    # ---- running server tools --------------------------------------------- #
+
+    def _run(self, tool: str, *args: str, check: bool = True,
+             timeout: float = 180) -> subprocess.CompletedProcess:
+        """Run a server tool from bindir, as postgres if we are root."""
+        env = {k: v for k, v in os.environ.items() if k not in _SCRUB_ENV}
+        kwargs: dict[str, Any] = {}
+        if self._pw is not None:
+            kwargs = dict(user=self._pw.pw_uid, group=self._pw.pw_gid,
+                          extra_groups=[])
+            env.update(HOME=self._pw.pw_dir, USER="postgres", LOGNAME="postgres")
+        cmd = [str(self.bindir / tool), *args]
+        proc = subprocess.run(
+            cmd, cwd=self._need_base(), env=env, capture_output=True, text=True,
+            timeout=timeout, **kwargs,
+        )
+        if check and proc.returncode != 0:
+            raise RuntimeError(
+                f"{' '.join(cmd)} failed with exit code {proc.returncode}\n"
+                f"--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
+            )
+        return proc
+
+    # ---- lifecycle --------------------------------------------------------- #
+
+    def init(self) -> "Cluster":
+        """Create the base dir and run initdb; write the configuration."""
+        if self.base is not None:
+            raise RuntimeError(f"cluster already initialised in {self.base}")
+        self.base = Path(tempfile.mkdtemp(prefix="walfast-pg-"))
+        try:
+            self.socket_dir.mkdir()
+            if self._pw is not None:
+                for p in (self.base, self.socket_dir):
+                    os.chown(p, self._pw.pw_uid, self._pw.pw_gid)
+                # The postgres user must be able to reach the base dir.
+                probe = self._run("pg_ctl", "--version", check=False)
+                if probe.returncode != 0:
+                    raise RuntimeError(
+                        f"the postgres user cannot use {self.base} "
+                        f"(is {tempfile.gettempdir()} traversable by it? "
+                        f"set TMPDIR): {probe.stderr.strip()}"
+                    )
+            self._run(
+                "initdb", "-D", str(self.datadir), "-U", "postgres",
+                f"--wal-segsize={self.wal_segsize_mb}", "--auth=trust",
+                "-E", "UTF8", "--locale=C", "--no-instructions", "--no-sync",
+            )
+            conf = self.datadir / "postgresql.conf"
+            self._orig_conf = conf.read_text()
+            self.port = free_port()
+            self._write_conf()
+            (self.datadir / "pg_hba.conf").write_text(_HBA_CONF)
+        except BaseException:
+            self.cleanup()
+            raise
+        return self
+
+    def settings(self) -> dict[str, Any]:
+        """The full set of postgresql.conf settings the harness writes."""
+        base = self._need_base()
+        out: dict[str, Any] = {
+            "listen_addresses": "127.0.0.1",
+            "port": self.port,
+            "unix_socket_directories": str(base / "sock"),
+            "wal_level": "replica",
+            "max_wal_senders": 10,
+            "max_replication_slots": 10,
+            # keep completed segments in pg_wal for byte comparison
+            "wal_keep_size": "4GB",
+            "max_wal_size": "4GB",
+            "checkpoint_timeout": "1h",
+            "fsync": True,
+            "logging_collector": False,
+        }
+        out.update(self.extra_settings)
+        return out
+
+    def _write_conf(self) -> None:
+        """(Re)write postgresql.conf = initdb's file + our settings block."""
+        assert self._orig_conf is not None
+        lines = [self._orig_conf.rstrip("\n"), "", _CONF_MARKER]
+        lines += [f"{k} = {_conf_value(v)}" for k, v in self.settings().items()]
+        (self.datadir / "postgresql.conf").write_text("\n".join(lines) + "\n")
+
+    def start(self, retries: int = 3) -> "Cluster":
+        """Start the server (``pg_ctl start -w``).
+
+        If the port turns out to be taken, retry up to ``retries`` times with
+        a fresh port.  Raises RuntimeError with the tail of server.log.
+        """
+        self._need_base()
+        if self._running:
+            return self
+        for attempt in range(retries + 1):
+            log_pos = self.logfile.stat().st_size if self.logfile.exists() else 0
+            proc = self._run(
+                "pg_ctl", "-D", str(self.datadir), "-l", str(self.logfile),
+                "-w", "-t", "60", "start", check=False, timeout=120,
+            )
+            if proc.returncode == 0:
+                self._running = True
+                return self
+            # Make sure a half-started server does not linger.
+            self._stop_quietly("immediate")
+            try:
+                with open(self.logfile, errors="replace") as f:
+                    f.seek(log_pos)
+                    new_log = f.read()
+            except OSError:
+                new_log = ""
+            port_taken = ("Address already in use" in new_log
+                          or "could not create any TCP/IP sockets" in new_log)
+            if port_taken and attempt < retries:
+                self.port = free_port()
+                self._write_conf()
+                continue
+            raise RuntimeError(
+                f"pg_ctl start failed (exit {proc.returncode}, port {self.port})\n"
+                f"--- pg_ctl stdout ---\n{proc.stdout}\n"
+                f"--- pg_ctl stderr ---\n{proc.stderr}\n"
+                f"--- tail of {self.logfile} ---\n{_tail(self.logfile)}"
+            )
+        raise AssertionError("unreachable")
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server (``pg_ctl stop -m mode -w``)."""
+        self._run("pg_ctl", "-D", str(self.datadir), "-m", mode, "-w",
+                  "-t", "60", "stop", timeout=120)
+        self._running = False
+
+    def restart(self, mode: str = "fast") -> "Cluster":
+        self.stop(mode)
+        return self.start()
+
+    def _stop_quietly(self, mode: str) -> None:
+        """Best-effort stop; falls back to SIGQUIT on our own postmaster."""
+        pid = self.postmaster_pid
+        if pid is None:
+            self._running = False
+            return
+        try:
+            self._run("pg_ctl", "-D", str(self.datadir), "-m", mode, "-w",
+                      "-t", "30", "stop", check=False, timeout=60)
+        except Exception:
+            pass
+        if _pid_alive(pid) and self.postmaster_pid == pid:
+            try:  # SIGQUIT == immediate shutdown for the postmaster
+                os.kill(pid, signal.SIGQUIT)
+                for _ in range(100):
+                    if not _pid_alive(pid):
+                        break
+                    time.sleep(0.1)
+            except OSError:
+                pass
+        self._running = False
+
+    def cleanup(self) -> None:
+        """Stop immediately if running, then delete the base dir.
+
+        Never raises; safe to call any number of times.
+        """
+        if self.base is None:
+            return
+        try:
+            self._stop_quietly("immediate")
+        except Exception as exc:  # pragma: no cover - best effort
+            _complain(f"could not stop cluster in {self.base}: {exc}")
+        try:
+            shutil.rmtree(self.base)
+        except FileNotFoundError:
+            pass
+        except Exception as exc:  # pragma: no cover - best effort
+            _complain(f"could not remove {self.base}: {exc}")
+        self._running = False
+        self.base = None
+
+    def __enter__(self) -> "Cluster":
+        try:
+            if self.base is None:
+                self.init()
+            self.start()
+        except BaseException:
+            self.cleanup()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.cleanup()
+
+    # ---- connecting -------------------------------------------------------- #
+
+    def conninfo(self, replication: bool = False, via: str = "tcp",
+                 **extra: Any) -> str:
+        """libpq conninfo string for this cluster.
+
+        ``via="tcp"`` connects to 127.0.0.1:port, ``via="unix"`` to the
+        private socket directory.  ``replication=True`` adds
+        ``replication=true`` (a physical-replication walsender connection).
+        Extra keyword arguments are appended as further conninfo parameters
+        (e.g. ``client_encoding="utf8"``, ``application_name="x"``).
+        """
+        if via == "tcp":
+            host = "127.0.0.1"
+        elif via == "unix":
+            host = str(self.socket_dir)
+        else:
+            raise ValueError(f"via must be 'tcp' or 'unix', not {via!r}")
+        params: dict[str, Any] = dict(host=host, port=self.port,
+                                      user="postgres", dbname="postgres")
+        if replication:
+            params["replication"] = "true"
+        params.update(extra)
+
+        def quote(v: Any) -> str:
+            s = str(v)
+            if s and not re.search(r"[\s'\\]", s):
+                return s
+            return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+        return " ".join(f"{k}={quote(v)}" for k, v in params.items())
+
+    def connect(self, replication: bool = False, via: str = "tcp", **kw: Any):
+        """psycopg connection to the cluster, autocommit unless overridden.
+
+        Further keyword arguments go to ``psycopg.connect`` (connection
+        parameters or psycopg options such as ``row_factory``).
+        """
+        import psycopg
+
+        kw.setdefault("autocommit", True)
+        return psycopg.connect(self.conninfo(replication=replication, via=via),
+                               **kw)
+
+    def execute(self, sql: str, params: Any = None) -> list[tuple]:
+        """Run one statement on a fresh connection; return all rows."""
+        with self.connect() as conn:
+            cur = conn.execute(sql, params)
+            return cur.fetchall() if cur.description is not None else []
+
+    # ---- server facts ------------------------------------------------------ #
+
+    def system_identifier(self) -> int:
+        (sysid,), = self.execute(
+            "SELECT system_identifier FROM pg_control_system()")
+        return int(sysid) & 0xFFFFFFFFFFFFFFFF  # bigint -> uint64
+
+    def server_version_num(self) -> int:
+        (v,), = self.execute("SHOW server_version_num")
+        return int(v)
+
+    def current_wal_lsn(self) -> int:
+        (lsn,), = self.execute("SELECT pg_current_wal_lsn()::text")
+        return _parse_lsn(lsn)
+
+    def current_wal_insert_lsn(self) -> int:
+        (lsn,), = self.execute("SELECT pg_current_wal_insert_lsn()::text")
+        return _parse_lsn(lsn)
+
+    # ---- WAL --------------------------------------------------------------- #
+
+    def generate_wal(self, nbytes: int) -> tuple[int, int]:
+        """Write at least ``nbytes`` of WAL; return (start_lsn, end_lsn).
+
+        Inserts ~640-byte rows into ``walfast_fill`` (created on demand) in
+        committed batches until ``pg_current_wal_lsn()`` has advanced by
+        ``nbytes`` or more.
+        """
+        with self.connect() as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS walfast_fill "
+                "(id bigint, payload text)")
+            start = _parse_lsn(
+                conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0])
+            end = start
+            next_id = 1
+            while end - start < nbytes:
+                # ~800 bytes of WAL per row; overshoot a little, then top up.
+                rows = min(50_000, max(100, (nbytes - (end - start)) // 700))
+                conn.execute(
+                    "INSERT INTO walfast_fill "
+                    "SELECT g, repeat(md5(g::text), 20) "
+                    "FROM generate_series(%s::bigint, %s::bigint) g",
+                    (next_id, next_id + rows - 1),
+                )
+                next_id += rows
+                end = _parse_lsn(conn.execute(
+                    "SELECT pg_current_wal_lsn()::text").fetchone()[0])
+        return start, end
+
+    def switch_wal(self) -> int:
+        """Force a WAL segment switch; return the LSN pg_switch_wal() returned.
+
+        pg_switch_wal() returns the end of the XLOG_SWITCH record, and does
+        nothing when nothing has been written since the last switch, so a row
+        is inserted first to guarantee there is something to switch away from.
+        """
+        with self.connect() as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS walfast_fill "
+                "(id bigint, payload text)")
+            conn.execute("INSERT INTO walfast_fill VALUES (0, 'switch')")
+            lsn = conn.execute("SELECT pg_switch_wal()::text").fetchone()[0]
+        return _parse_lsn(lsn)
+
+    def segment_name(self, segno: int, timeline: int = 1) -> str:
+        """WAL file name of segment ``segno`` on ``timeline``."""
+        per_id = 0x1_0000_0000 // self.wal_segment_size
+        return f"{timeline:08X}{segno // per_id:08X}{segno % per_id:08X}"
+
+    def parse_segment_name(self, name: str) -> tuple[int, int]:
+        """Inverse of :meth:`segment_name`: return (timeline, segno)."""
+        if not _SEGMENT_RE.match(name):
+            raise ValueError(f"not a WAL segment file name: {name!r}")
+        per_id = 0x1_0000_0000 // self.wal_segment_size
+        return (int(name[:8], 16),
+                int(name[8:16], 16) * per_id + int(name[16:], 16))
+
+    def completed_segments(self) -> list[Path]:
+        """Segment files in pg_wal that the server has finished with.
+
+        Those on the current timeline whose segno is below the segment of
+        ``pg_current_wal_insert_lsn()``.  Recycled (pre-allocated) files with
+        names beyond the current segment are excluded, as are partial files,
+        history files and files of other timelines.  Sorted by name.
+        """
+        (lsn, walfile), = self.execute(
+            "SELECT pg_current_wal_insert_lsn()::text, "
+            "pg_walfile_name(pg_current_wal_insert_lsn())")
+        current_segno = _parse_lsn(lsn) // self.wal_segment_size
+        timeline = int(walfile[:8], 16)
+        out = []
+        for path in self.pg_wal.iterdir():
+            if not _SEGMENT_RE.match(path.name) or not path.is_file():
+                continue
+            tli, segno = self.parse_segment_name(path.name)
+            if tli == timeline and segno < current_segno:
+                out.append(path)
+        return sorted(out)

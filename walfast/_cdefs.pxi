@@ -1,0 +1,121 @@
+# C declarations, byte-order helpers and constants shared by the engine.
+#
+# Two byte orders meet here.  Replication messages are big-endian (network
+# order); WAL pages on disk are in the *server's* native order, which we take
+# to be ours (little-endian on every platform PostgreSQL ships binaries for).
+
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memcpy, strlen
+from libc.stdio cimport snprintf
+from libc.errno cimport ENOENT, errno
+from posix.types cimport off_t
+
+cdef extern from "<fcntl.h>" nogil:
+    int openat(int dirfd, const char *pathname, int flags, ...)
+    int posix_fallocate(int fd, off_t offset, off_t len)
+    enum:
+        O_RDWR
+        O_CREAT
+        O_CLOEXEC
+
+cdef extern from "<unistd.h>" nogil:
+    int close(int fd)
+    int fsync(int fd)
+    int ftruncate(int fd, off_t length)
+    long sysconf(int name)
+    enum:
+        _SC_PAGESIZE
+
+cdef extern from "<sys/stat.h>" nogil:
+    cdef struct stat:
+        off_t st_size
+    int fstat(int fd, stat *buf)
+
+cdef extern from "<stdio.h>" nogil:
+    int renameat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath)
+
+cdef extern from "<sys/mman.h>" nogil:
+    void *mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset)
+    int munmap(void *addr, size_t length)
+    int msync(void *addr, size_t length, int flags)
+    void *MAP_FAILED
+    enum:
+        PROT_READ
+        PROT_WRITE
+        MAP_SHARED
+        MS_SYNC
+
+cdef extern from "<time.h>" nogil:
+    cdef struct timespec:
+        long tv_sec
+        long tv_nsec
+    int clock_gettime(int clk, timespec *ts)
+    enum:
+        CLOCK_REALTIME
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <string.h>
+
+    /* Network (big-endian) loads and stores for the replication protocol. */
+    static inline uint64_t wf_be64(const unsigned char *p) {
+        uint64_t v; memcpy(&v, p, 8);
+    #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        v = __builtin_bswap64(v);
+    #endif
+        return v;
+    }
+    static inline uint32_t wf_be32(const unsigned char *p) {
+        uint32_t v; memcpy(&v, p, 4);
+    #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        v = __builtin_bswap32(v);
+    #endif
+        return v;
+    }
+    static inline void wf_put_be64(unsigned char *p, uint64_t v) {
+    #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        v = __builtin_bswap64(v);
+    #endif
+        memcpy(p, &v, 8);
+    }
+    /* Native-order loads for WAL page headers (unaligned-safe). */
+    static inline uint16_t wf_ne16(const unsigned char *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+    static inline uint32_t wf_ne32(const unsigned char *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+    static inline uint64_t wf_ne64(const unsigned char *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+    """
+    uint64_t wf_be64(const unsigned char *p) noexcept nogil
+    uint32_t wf_be32(const unsigned char *p) noexcept nogil
+    void wf_put_be64(unsigned char *p, uint64_t v) noexcept nogil
+    uint16_t wf_ne16(const unsigned char *p) noexcept nogil
+    uint32_t wf_ne32(const unsigned char *p) noexcept nogil
+    uint64_t wf_ne64(const unsigned char *p) noexcept nogil
+
+
+# Protocol constants (see the message layouts in _frames.pxi).
+cdef enum:
+    COPY_DATA = 0x64            # 'd': protocol message carrying one CopyData payload
+    MSG_XLOGDATA = 0x77         # 'w'
+    MSG_KEEPALIVE = 0x6B        # 'k'
+    MSG_STATUS_UPDATE = 0x72    # 'r'
+    FRAME_HEADER_LEN = 5        # 'd' + int32 length (the length counts itself)
+    XLOGDATA_HEADER_LEN = 25
+    KEEPALIVE_LEN = 18
+    STATUS_UPDATE_LEN = 34
+
+# WAL page header layout (xlog_internal.h), native byte order.
+cdef enum:
+    XLP_FIRST_IS_CONTRECORD = 0x0001
+    XLP_LONG_HEADER = 0x0002
+    XLP_BKP_REMOVABLE = 0x0004
+    XLP_FIRST_IS_OVERWRITE_CONTRECORD = 0x0008
+    XLP_ALL_FLAGS = 0x000F
+    # Bytes of a header that must have arrived before it can be checked:
+    # the short header's fields end at 20 (xlp_rem_len), the long header's
+    # at 40 (xlp_xlog_blcksz).
+    SHORT_PHD_CHECK_LEN = 20
+    LONG_PHD_CHECK_LEN = 40
+
+# Seconds from the Unix epoch to PostgreSQL's (2000-01-01 00:00:00 UTC).
+cdef enum:
+    PG_EPOCH_OFFSET_S = 946684800

@@ -1,0 +1,99 @@
+# Error reporting across the GIL boundary.
+#
+# The byte work runs without the GIL, where no Python exception can be
+# created.  A nogil function that fails fills an ErrInfo and returns -1; the
+# method that called it re-acquires the GIL and turns the record into the
+# exception (errors.py) with raise_errinfo().  Nothing is printed or dropped.
+
+import os as _os
+
+from walfast.errors import (
+    ProtocolError, SegmentError, WalfastError, WalGapError, WalPageError,
+)
+from walfast.lsn import format_lsn as _fmt
+
+
+cdef enum ErrCode:
+    ERR_NONE = 0
+    ERR_OS            # a syscall failed: what + errno (+ file)
+    ERR_PROTOCOL      # malformed message: reason, msgtype, length, lsn
+    ERR_GAP           # dataStart != expected: expected, found
+    ERR_PAGE          # page header check: field, lsn, expected, found (+ file)
+    ERR_SEGMENT_SIZE  # existing .partial of a wrong size: file, found, expected
+    ERR_MID_SEGMENT   # asked to start mid-segment without the segment's file
+    ERR_STATE         # used after close() or after an earlier error: reason
+
+
+cdef struct ErrInfo:
+    ErrCode code
+    int err_no
+    const char *what          # static C string: operation or reason
+    const char *field         # static C string: page header field
+    char fname[48]            # segment file name, relative to the directory
+    int msgtype               # message type byte, -1 when unknown
+    int64_t length
+    uint64_t lsn
+    uint64_t expected
+    uint64_t found
+
+
+cdef inline void err_set_fname(ErrInfo *e, const char *fname) noexcept nogil:
+    cdef size_t n = strlen(fname)
+    if n >= sizeof(e.fname):
+        n = sizeof(e.fname) - 1
+    memcpy(e.fname, fname, n)
+    e.fname[n] = 0
+
+
+cdef str _msgtype_text(int t):
+    if t < 0:
+        return "(none)"
+    if 0x20 < t < 0x7F:
+        return f"'{chr(t)}'"
+    return f"0x{t:02X}"
+
+
+cdef int raise_errinfo(ErrInfo *e, object directory) except -1:
+    """Raise the exception that *e* describes (always raises)."""
+    cdef str fname = e.fname.decode("ascii", "replace")
+    cdef object path = _os.path.join(directory, fname) if fname else None
+    cdef str what = e.what.decode() if e.what != NULL else ""
+    if e.code == ERR_OS:
+        raise OSError(e.err_no, f"{what}: {_os.strerror(e.err_no)}", path)
+    if e.code == ERR_GAP:
+        raise WalGapError(e.expected, e.found)
+    if e.code == ERR_PROTOCOL:
+        raise ProtocolError(
+            f"{what}: message type {_msgtype_text(e.msgtype)}, length {e.length} bytes, "
+            f"after WAL received up to {_fmt(e.lsn)}",
+            msgtype=chr(e.msgtype) if e.msgtype >= 0 else None,
+            length=e.length,
+            lsn=e.lsn,
+        )
+    if e.code == ERR_PAGE:
+        field = e.field.decode()
+        raise WalPageError(
+            f"invalid WAL page header at {_fmt(e.lsn)} in \"{path}\": {field} is "
+            f"0x{e.found:X}, expected 0x{e.expected:X}. The server sent WAL that does not "
+            f"fit this stream (another cluster, segment size or timeline) or the data was "
+            f"damaged; nothing from {_fmt(e.lsn)} on was reported flushed",
+            lsn=e.lsn, field=field, expected=e.expected, found=e.found, filename=path,
+        )
+    if e.code == ERR_SEGMENT_SIZE:
+        raise SegmentError(
+            22,  # EINVAL
+            f"segment file has {e.found} bytes, should be 0 or {e.expected} (the WAL segment "
+            f"size). It was cut short or written for another segment size; walfast will not "
+            f"overwrite it. Move it out of the directory (keep it if it may hold the only copy "
+            f"of that WAL), then start again",
+            path,
+        )
+    if e.code == ERR_MID_SEGMENT:
+        raise SegmentError(
+            2,  # ENOENT
+            f"cannot start writing at {_fmt(e.lsn)}, in the middle of a segment, because the "
+            f"segment's .partial file does not exist or is empty; start streaming at the "
+            f"segment's beginning, {_fmt(e.expected)}",
+            path,
+        )
+    raise WalfastError(what or "unknown engine error")

@@ -1,0 +1,527 @@
+# SegmentWriter: WAL bytes -> mmap-backed segment files, batched durability,
+# page-header checks as the bytes land.
+#
+# Segment lifecycle (pg_receivewal's, walmethods.c):
+#   open     NAME.partial, created and preallocated to the full segment size
+#            with posix_fallocate (a full disk is ENOSPC here, never SIGBUS
+#            inside memcpy, which a sparse ftruncate+mmap would give), then
+#            file + directory fsync so the name survives a crash.  An existing
+#            full-size .partial is reopened and fsynced ("in case of a previous
+#            crash"); size 0 counts as new; any other size is refused.
+#   write    memcpy into a MAP_SHARED mapping of the whole segment.
+#   flush    msync(MS_SYNC) of the bytes not yet synced (one call per batch;
+#            when to flush is the caller's policy).
+#   complete msync, munmap, close, rename NAME.partial -> NAME, fsync the
+#            directory.  Only then is the segment's end counted as flushed.
+#   close    the incomplete segment is synced and stays NAME.partial.
+#
+# Positions (LSNs):
+#   write_lsn   end of the bytes copied into segment files
+#   flush_lsn   end of the bytes known durable; only moves after an msync or
+#               fsync covering them has returned, and never past a page whose
+#               header is not yet complete or failed its check
+#   next_check  start of the next page whose header has not been checked
+
+cimport cython
+
+cdef uint64_t MIN_SEGMENT_SIZE = 1 << 20
+cdef uint64_t MAX_SEGMENT_SIZE = 1 << 30
+
+
+@cython.final
+cdef class SegmentWriter:
+    """Write a timeline's WAL into segment files in *directory*.
+
+    SegmentWriter(directory, *, timeline, start_lsn, segment_size,
+                  system_identifier=0, page_magic=0, page_size=8192, sync=True,
+                  file_mode=0o600)
+
+    The first byte written must be at *start_lsn*, and every later write must
+    continue exactly where the previous one ended (else :class:`WalGapError`).
+    Writing can start in the middle of a segment only if that segment's
+    full-size ``.partial`` file is already there.
+
+    Each page header is checked when its bytes land: ``xlp_magic`` equals the
+    first page's (or *page_magic* when given), ``xlp_pageaddr`` equals the
+    page's LSN, ``1 <= xlp_tli <= timeline``, no unknown ``xlp_info`` flags, and
+    a segment's first page carries the long header with *system_identifier*
+    (learned from the first long header when 0), *segment_size* and
+    *page_size*.  A mismatch raises :class:`WalPageError` and nothing from that
+    page on is ever reported flushed.
+
+    With ``sync=False`` (``--no-sync``) no fsync or msync is made and
+    :meth:`flush` only advances :attr:`flush_lsn`.
+    """
+
+    cdef readonly object directory
+    cdef int _dirfd
+    cdef uint32_t _timeline
+    cdef uint64_t _segsize
+    cdef uint64_t _segmask
+    cdef uint64_t _segs_per_id
+    cdef uint32_t _page_size
+    cdef uint64_t _sysid
+    cdef uint16_t _magic
+    cdef bint _sync
+    cdef int _mode
+    cdef uint64_t _os_page
+
+    # The open segment: its fd, mapping, number and file name (".partial").
+    cdef int _fd
+    cdef unsigned char *_base
+    cdef uint64_t _segno
+    cdef char _fname[48]
+    cdef uint64_t _synced_off     # offset up to which msync/fsync has covered
+
+    cdef uint64_t _write_lsn
+    cdef uint64_t _flush_lsn
+    cdef uint64_t _next_check
+    cdef bint _zero_tail          # a zeroed page was seen in the open segment
+    cdef uint64_t _segments_completed
+    cdef uint64_t _syncs
+    cdef bint _failed
+    cdef bint _closed
+    cdef ErrInfo _err
+
+    def __cinit__(self):
+        self._dirfd = -1
+        self._fd = -1
+        self._base = NULL
+
+    def __init__(self, directory, *, timeline, start_lsn, segment_size,
+                 system_identifier=0, page_magic=0, page_size=8192, sync=True,
+                 file_mode=0o600):
+        cdef uint64_t segsize = segment_size
+        if segsize < MIN_SEGMENT_SIZE or segsize > MAX_SEGMENT_SIZE or segsize & (segsize - 1):
+            raise ValueError(
+                f"invalid WAL segment size {segment_size} bytes: must be a power of two "
+                f"between 1 MB and 1 GB")
+        if not (1024 <= page_size <= 65536) or page_size & (page_size - 1):
+            raise ValueError(f"invalid WAL page size {page_size}: must be a power of two "
+                             f"between 1 kB and 64 kB")
+        if not 1 <= timeline <= 0xFFFFFFFF:
+            raise ValueError(f"invalid timeline {timeline}")
+        if not 0 <= page_magic <= 0xFFFF:
+            raise ValueError(f"invalid page magic {page_magic}")
+        self.directory = _os.fspath(directory)
+        self._timeline = timeline
+        self._segsize = segsize
+        self._segmask = segsize - 1
+        self._segs_per_id = (<uint64_t>1 << 32) // segsize
+        self._page_size = page_size
+        self._sysid = system_identifier
+        self._magic = page_magic
+        self._sync = sync
+        self._mode = file_mode
+        self._os_page = <uint64_t>sysconf(_SC_PAGESIZE)
+        self._write_lsn = start_lsn
+        self._flush_lsn = start_lsn
+        # Pages are checked from the first page boundary at or after the
+        # start; a page we start in the middle of was checked when it landed.
+        self._next_check = (self._write_lsn + page_size - 1) & ~(<uint64_t>page_size - 1)
+        self._dirfd = _os.open(self.directory, _os.O_RDONLY | _os.O_DIRECTORY | _os.O_CLOEXEC)
+        if self._write_lsn & self._segmask:
+            # Starting mid-segment needs the segment's file now: fail early.
+            with nogil:
+                rc = self._open_segment()
+            if rc < 0:
+                raise_errinfo(&self._err, self.directory)
+
+    def __dealloc__(self):
+        # Not close(): no sync here.  Dropping a writer without close() is
+        # what a crash does, and must be safe the same way.
+        if self._base != NULL:
+            munmap(self._base, self._segsize)
+        if self._fd >= 0:
+            close(self._fd)
+        if self._dirfd >= 0:
+            close(self._dirfd)
+
+    # ---- nogil internals: return 0, or -1 with self._err filled ----------
+
+    cdef int _os_error(self, const char *what, int err_no, bint with_file) noexcept nogil:
+        self._err.code = ERR_OS
+        self._err.what = what
+        self._err.err_no = err_no
+        self._err.fname[0] = 0
+        if with_file:
+            err_set_fname(&self._err, self._fname)
+        return -1
+
+    cdef int _mid_segment_error(self) noexcept nogil:
+        self._err.code = ERR_MID_SEGMENT
+        self._err.lsn = self._write_lsn
+        self._err.expected = self._write_lsn - (self._write_lsn & self._segmask)
+        err_set_fname(&self._err, self._fname)
+        return -1
+
+    cdef int _open_segment(self) noexcept nogil:
+        """Open (create, preallocate) the .partial file of the segment holding
+        write_lsn, and map it.  Called only when no segment is open."""
+        cdef uint64_t segno = self._write_lsn // self._segsize
+        cdef uint64_t off = self._write_lsn & self._segmask
+        cdef stat st
+        cdef int fd, rc
+        cdef void *base
+        snprintf(self._fname, sizeof(self._fname), "%08X%08X%08X.partial",
+                 self._timeline, <uint32_t>(segno // self._segs_per_id),
+                 <uint32_t>(segno % self._segs_per_id))
+        # Mid-segment, only an existing file can hold the bytes before us.
+        fd = openat(self._dirfd, self._fname, O_RDWR | O_CLOEXEC | (O_CREAT if off == 0 else 0),
+                    self._mode)
+        if fd < 0:
+            if errno == ENOENT and off != 0:
+                return self._mid_segment_error()
+            return self._os_error("could not open write-ahead log file", errno, True)
+        if fstat(fd, &st) != 0:
+            rc = errno
+            close(fd)
+            return self._os_error("could not stat write-ahead log file", rc, True)
+        if st.st_size == 0:
+            if off != 0:
+                close(fd)
+                return self._mid_segment_error()
+            rc = posix_fallocate(fd, 0, <off_t>self._segsize)
+            if rc != 0:
+                # Leave an empty file (which counts as new next time), not a
+                # half-allocated one.
+                ftruncate(fd, 0)
+                close(fd)
+                return self._os_error("could not preallocate write-ahead log file", rc, True)
+            if self._sync:
+                # The new name and its size must survive a crash before any
+                # byte in it can be reported flushed.
+                if fsync(fd) != 0:
+                    rc = errno
+                    close(fd)
+                    return self._os_error("could not fsync new write-ahead log file", rc, True)
+                if fsync(self._dirfd) != 0:
+                    rc = errno
+                    close(fd)
+                    return self._os_error("could not fsync directory", rc, False)
+        elif <uint64_t>st.st_size == self._segsize:
+            # A previous run may have died before syncing what it wrote.
+            if self._sync and fsync(fd) != 0:
+                rc = errno
+                close(fd)
+                return self._os_error("could not fsync existing write-ahead log file", rc, True)
+        else:
+            close(fd)
+            self._err.code = ERR_SEGMENT_SIZE
+            self._err.found = <uint64_t>st.st_size
+            self._err.expected = self._segsize
+            err_set_fname(&self._err, self._fname)
+            return -1
+        base = mmap(NULL, self._segsize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+        if base == MAP_FAILED:
+            rc = errno
+            close(fd)
+            return self._os_error("could not map write-ahead log file", rc, True)
+        self._fd = fd
+        self._base = <unsigned char *>base
+        self._segno = segno
+        self._synced_off = off
+        return 0
+
+    cdef int _sync_to(self, uint64_t end_off) noexcept nogil:
+        """Make bytes [synced_off, end_off) of the open segment durable."""
+        cdef uint64_t start
+        if end_off <= self._synced_off:
+            return 0
+        if self._sync:
+            # msync wants a page-aligned address; syncing a few bytes before
+            # synced_off again is harmless.
+            start = self._synced_off & ~(self._os_page - 1)
+            if msync(self._base + start, end_off - start, MS_SYNC) != 0:
+                return self._os_error("could not msync write-ahead log file", errno, True)
+            self._syncs += 1
+        self._synced_off = end_off
+        return 0
+
+    cdef int _unmap_close(self) noexcept nogil:
+        cdef int rc = 0
+        munmap(self._base, self._segsize)
+        self._base = NULL
+        if close(self._fd) != 0:
+            rc = errno
+        self._fd = -1
+        if rc != 0:
+            return self._os_error("could not close write-ahead log file", rc, True)
+        return 0
+
+    cdef int _complete_segment(self) noexcept nogil:
+        """The open segment is full: sync, close, rename to its final name,
+        sync the directory; then its end is flushed."""
+        cdef char final[48]
+        if self._sync_to(self._segsize) < 0:
+            return -1
+        if self._unmap_close() < 0:
+            return -1
+        memcpy(final, self._fname, 24)
+        final[24] = 0
+        if renameat(self._dirfd, self._fname, self._dirfd, final) != 0:
+            return self._os_error("could not rename write-ahead log file", errno, True)
+        if self._sync and fsync(self._dirfd) != 0:
+            return self._os_error("could not fsync directory", errno, False)
+        self._segments_completed += 1
+        self._flush_lsn = self._write_lsn
+        return 0
+
+    cdef int _page_error(self, uint64_t lsn, const char *field, uint64_t expected,
+                         uint64_t found) noexcept nogil:
+        self._failed = True
+        self._err.code = ERR_PAGE
+        self._err.lsn = lsn
+        self._err.field = field
+        self._err.expected = expected
+        self._err.found = found
+        err_set_fname(&self._err, self._fname)
+        return -1
+
+    cdef int _check_pages(self) noexcept nogil:
+        """Check every page header that has fully landed since the last call.
+
+        One check per page: a few loads and compares, not a scan of the page.
+        """
+        cdef uint64_t page, off
+        cdef const unsigned char *h
+        cdef uint16_t magic, info
+        cdef uint32_t tli
+        cdef uint64_t v
+        while True:
+            page = self._next_check
+            off = page & self._segmask
+            if page + (LONG_PHD_CHECK_LEN if off == 0 else SHORT_PHD_CHECK_LEN) > self._write_lsn:
+                return 0
+            h = self._base + off
+            magic = wf_ne16(h)
+            info = wf_ne16(h + 2)
+            tli = wf_ne32(h + 4)
+            if off == 0:
+                self._zero_tail = False
+            elif magic == 0 and info == 0 and tli == 0 and wf_ne64(h + 8) == 0 \
+                    and wf_ne32(h + 16) == 0:
+                # After an XLOG_SWITCH record the server leaves the rest of
+                # the segment zeroed, page headers included (seen with
+                # PostgreSQL 15).  Accept zeroed pages there, and only there:
+                # once one is seen, every later page of the segment must be
+                # zeroed too.
+                self._zero_tail = True
+                self._next_check = page + self._page_size
+                continue
+            if self._zero_tail:
+                return self._page_error(page, "xlp_magic (the segment's earlier pages were zeroed)",
+                                        0, magic)
+            if self._magic == 0:
+                self._magic = magic
+            if magic != self._magic:
+                return self._page_error(page, "xlp_magic", self._magic, magic)
+            if info & ~(<uint16_t>XLP_ALL_FLAGS):
+                return self._page_error(page, "xlp_info", info & XLP_ALL_FLAGS, info)
+            v = wf_ne64(h + 8)
+            if v != page:
+                return self._page_error(page, "xlp_pageaddr", page, v)
+            if tli == 0 or tli > self._timeline:
+                return self._page_error(page, "xlp_tli", self._timeline, tli)
+            if off == 0:
+                if not info & XLP_LONG_HEADER:
+                    return self._page_error(page, "xlp_info", info | XLP_LONG_HEADER, info)
+                v = wf_ne64(h + 24)
+                if self._sysid == 0:
+                    self._sysid = v
+                if v != self._sysid:
+                    return self._page_error(page, "xlp_sysid", self._sysid, v)
+                v = wf_ne32(h + 32)
+                if v != self._segsize:
+                    return self._page_error(page, "xlp_seg_size", self._segsize, v)
+                v = wf_ne32(h + 36)
+                if v != self._page_size:
+                    return self._page_error(page, "xlp_xlog_blcksz", self._page_size, v)
+            elif info & XLP_LONG_HEADER:
+                return self._page_error(page, "xlp_info", info & ~(<uint16_t>XLP_LONG_HEADER), info)
+            self._next_check = page + self._page_size
+
+    cdef int _check_usable(self) noexcept nogil:
+        if self._closed or self._failed:
+            self._err.code = ERR_STATE
+            self._err.what = ("segment writer is closed" if self._closed else
+                              "segment writer stopped after an earlier error")
+            return -1
+        return 0
+
+    cdef int _begin(self, uint64_t data_start) noexcept nogil:
+        """Accept a message's dataStart: it must continue the stream."""
+        if self._check_usable() < 0:
+            return -1
+        if data_start != self._write_lsn:
+            self._err.code = ERR_GAP
+            self._err.expected = self._write_lsn
+            self._err.found = data_start
+            return -1
+        return 0
+
+    cdef int _append(self, const unsigned char *p, size_t n) noexcept nogil:
+        """Copy n WAL bytes at write_lsn, splitting at segment boundaries."""
+        cdef uint64_t off, chunk
+        if self._check_usable() < 0:
+            return -1
+        while n > 0:
+            if self._base == NULL and self._open_segment() < 0:
+                return -1
+            off = self._write_lsn & self._segmask
+            chunk = self._segsize - off
+            if chunk > n:
+                chunk = n
+            memcpy(self._base + off, p, chunk)
+            self._write_lsn += chunk
+            p += chunk
+            n -= chunk
+            if self._check_pages() < 0:
+                return -1
+            if self._write_lsn & self._segmask == 0 and self._complete_segment() < 0:
+                return -1
+        return 0
+
+    cdef inline uint64_t _flushable(self) noexcept nogil:
+        # A page whose header has not fully arrived, or failed its check,
+        # bounds what may be reported.
+        return self._next_check if self._next_check < self._write_lsn else self._write_lsn
+
+    cdef int _flush(self) noexcept nogil:
+        cdef uint64_t target = self._flushable()
+        if target <= self._flush_lsn:
+            return 0
+        if self._base != NULL:
+            if self._sync_to(target - self._segno * self._segsize) < 0:
+                return -1
+        self._flush_lsn = target
+        return 0
+
+    # ---- Python API ------------------------------------------------------
+
+    def write(self, uint64_t data_start, data):
+        """Write one XLogData message's WAL bytes, which start at *data_start*.
+
+        Raises :class:`WalGapError` when *data_start* is not :attr:`write_lsn`,
+        :class:`WalPageError` when a page header is wrong, :class:`OSError`
+        when a file cannot be created, preallocated, synced or renamed.
+        """
+        cdef Py_buffer view
+        cdef int rc
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            with nogil:
+                rc = self._begin(data_start)
+                if rc == 0:
+                    rc = self._append(<const unsigned char *>view.buf, <size_t>view.len)
+        finally:
+            PyBuffer_Release(&view)
+        if rc < 0:
+            raise_errinfo(&self._err, self.directory)
+
+    def flush(self):
+        """Make everything written durable (one msync) and return :attr:`flush_lsn`."""
+        cdef int rc
+        with nogil:
+            rc = self._flush()
+        if rc < 0:
+            raise_errinfo(&self._err, self.directory)
+        return self._flush_lsn
+
+    def close(self):
+        """Sync and close the open segment, which stays ``.partial``.
+
+        Safe to call twice.  After an earlier error the good bytes before the
+        failed page are still synced.
+        """
+        cdef int rc = 0
+        cdef uint64_t end
+        if self._closed:
+            return
+        with nogil:
+            if self._base != NULL:
+                end = self._write_lsn - self._segno * self._segsize
+                rc = self._sync_to(end)
+                if rc == 0:
+                    self._flush_lsn = self._flushable()
+                if rc == 0:
+                    rc = self._unmap_close()
+                else:
+                    self._unmap_close()
+                if rc == 0 and self._sync and fsync(self._dirfd) != 0:
+                    rc = self._os_error("could not fsync directory", errno, False)
+            self._closed = True
+            close(self._dirfd)
+            self._dirfd = -1
+        if rc < 0:
+            raise_errinfo(&self._err, self.directory)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @property
+    def write_lsn(self):
+        """End of the WAL copied into segment files."""
+        return self._write_lsn
+
+    @property
+    def flush_lsn(self):
+        """End of the WAL known to be on disk (with ``sync=False``: handed to
+        the kernel).  Only this may be reported as flushed."""
+        return self._flush_lsn
+
+    @property
+    def pending_bytes(self):
+        """Bytes written but not yet flushed."""
+        return self._write_lsn - self._flush_lsn
+
+    @property
+    def timeline(self):
+        return self._timeline
+
+    @property
+    def segment_size(self):
+        return self._segsize
+
+    @property
+    def page_size(self):
+        return self._page_size
+
+    @property
+    def system_identifier(self):
+        """The expected system identifier (learned from the first long page
+        header when none was given; 0 until then)."""
+        return self._sysid
+
+    @property
+    def page_magic(self):
+        """The expected ``xlp_magic`` (learned from the first page; 0 until then)."""
+        return self._magic
+
+    @property
+    def sync(self):
+        return self._sync
+
+    @property
+    def segments_completed(self):
+        """Segments filled, synced and renamed to their final name."""
+        return self._segments_completed
+
+    @property
+    def syncs(self):
+        """msync calls made (one per flush batch or segment completion)."""
+        return self._syncs
+
+    @property
+    def current_file(self):
+        """Path of the open ``.partial`` file, or None."""
+        if self._base == NULL:
+            return None
+        return _os.path.join(self.directory, self._fname.decode("ascii"))
+
+    @property
+    def closed(self):
+        return self._closed

@@ -1,0 +1,106 @@
+"""The exceptions walfast raises.
+
+Every error names what happened, where (LSN, file) and, where there is one,
+what to do.  The compiled engine (:mod:`walfast._core`) raises these classes;
+it never prints or swallows an error.  Operating-system failures (disk full,
+permission denied) stay :class:`OSError` subclasses carrying ``errno`` and
+``filename``, as the standard library's I/O does.
+
+Hierarchy::
+
+    WalfastError
+    ├── ProtocolError        malformed, short or unknown replication message
+    │   └── WalGapError      dataStart does not continue the received WAL
+    ├── WalPageError         a received WAL page header is not what it must be
+    ├── ServerMismatchError  system identifier / segment size / timeline disagree
+    ├── TimelineError        an impossible timeline switch
+    └── SegmentError         (also an OSError) a segment file cannot be used
+"""
+
+from __future__ import annotations
+
+from walfast.lsn import format_lsn
+
+__all__ = [
+    "ProtocolError",
+    "SegmentError",
+    "ServerMismatchError",
+    "TimelineError",
+    "WalGapError",
+    "WalPageError",
+    "WalfastError",
+]
+
+
+class WalfastError(Exception):
+    """Base class of every error walfast raises on purpose."""
+
+
+class ProtocolError(WalfastError):
+    """A replication message that cannot be right: unknown type, short header,
+    impossible length.
+
+    ``msgtype`` is the message's type byte (``"w"``, ``"k"``, ... or ``None``
+    when the frame itself is broken), ``length`` its length in bytes and
+    ``lsn`` the WAL position received so far.
+    """
+
+    def __init__(
+        self, message: str, *, msgtype: str | None = None, length: int | None = None,
+        lsn: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.msgtype = msgtype
+        self.length = length
+        self.lsn = lsn
+
+
+class WalGapError(ProtocolError):
+    """An XLogData message whose ``dataStart`` is not where the previous one
+    ended: WAL would be missing (or written twice) if it were accepted."""
+
+    def __init__(self, expected: int, received: int) -> None:
+        what = "gap of" if received > expected else "overlap of"
+        super().__init__(
+            f"WAL data does not continue the stream: expected data starting at "
+            f"{format_lsn(expected)}, received data starting at {format_lsn(received)} "
+            f"({what} {abs(received - expected)} bytes); nothing of it was written",
+            msgtype="w",
+            lsn=expected,
+        )
+        self.expected = expected
+        self.received = received
+
+
+class WalPageError(WalfastError):
+    """A received WAL page header does not match what that page must hold.
+
+    Raised before the page's bytes can be reported flushed.  ``lsn`` is the
+    page's start, ``field`` the header field (``xlp_magic``, ``xlp_pageaddr``,
+    ...), ``expected`` and ``found`` the values.
+    """
+
+    def __init__(
+        self, message: str, *, lsn: int, field: str, expected: int, found: int,
+        filename: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.lsn = lsn
+        self.field = field
+        self.expected = expected
+        self.found = found
+        self.filename = filename
+
+
+class ServerMismatchError(WalfastError):
+    """The server, or the WAL it sends, belongs to another cluster or uses
+    another segment size than the one expected."""
+
+
+class TimelineError(WalfastError):
+    """The server reported a timeline switch that cannot be followed."""
+
+
+class SegmentError(WalfastError, OSError):
+    """A segment file exists but cannot be used (for example a ``.partial``
+    whose size is neither 0 nor the segment size)."""
