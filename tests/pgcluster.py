@@ -43,6 +43,8 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from walfast.lsn import parse_lsn, parse_segment_file_name, segment_file_name
+
 __all__ = ["Cluster", "find_bindir", "free_port"]
 
 #: Tools that must be present for a directory to count as a server bindir.
@@ -132,16 +134,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _parse_lsn(text: str) -> int:
-    """Parse PostgreSQL's ``"X/Y"`` LSN notation into an int."""
-    hi, lo = text.split("/")
-    return (int(hi, 16) << 32) | int(lo, 16)
-
-
-def _format_lsn(lsn: int) -> str:
-    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
 
 
 def _conf_value(value: Any) -> str:
@@ -522,11 +514,11 @@ class Cluster:
 
     def current_wal_lsn(self) -> int:
         (lsn,), = self.execute("SELECT pg_current_wal_lsn()::text")
-        return _parse_lsn(lsn)
+        return parse_lsn(lsn)
 
     def current_wal_insert_lsn(self) -> int:
         (lsn,), = self.execute("SELECT pg_current_wal_insert_lsn()::text")
-        return _parse_lsn(lsn)
+        return parse_lsn(lsn)
 
     # ---- WAL --------------------------------------------------------------- #
 
@@ -541,7 +533,7 @@ class Cluster:
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS walfast_fill "
                 "(id bigint, payload text)")
-            start = _parse_lsn(
+            start = parse_lsn(
                 conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0])
             end = start
             next_id = 1
@@ -555,7 +547,7 @@ class Cluster:
                     (next_id, next_id + rows - 1),
                 )
                 next_id += rows
-                end = _parse_lsn(conn.execute(
+                end = parse_lsn(conn.execute(
                     "SELECT pg_current_wal_lsn()::text").fetchone()[0])
         return start, end
 
@@ -572,20 +564,15 @@ class Cluster:
                 "(id bigint, payload text)")
             conn.execute("INSERT INTO walfast_fill VALUES (0, 'switch')")
             lsn = conn.execute("SELECT pg_switch_wal()::text").fetchone()[0]
-        return _parse_lsn(lsn)
+        return parse_lsn(lsn)
 
     def segment_name(self, segno: int, timeline: int = 1) -> str:
         """WAL file name of segment ``segno`` on ``timeline``."""
-        per_id = 0x1_0000_0000 // self.wal_segment_size
-        return f"{timeline:08X}{segno // per_id:08X}{segno % per_id:08X}"
+        return segment_file_name(timeline, segno, self.wal_segment_size)
 
     def parse_segment_name(self, name: str) -> tuple[int, int]:
         """Inverse of :meth:`segment_name`: return (timeline, segno)."""
-        if not _SEGMENT_RE.match(name):
-            raise ValueError(f"not a WAL segment file name: {name!r}")
-        per_id = 0x1_0000_0000 // self.wal_segment_size
-        return (int(name[:8], 16),
-                int(name[8:16], 16) * per_id + int(name[16:], 16))
+        return parse_segment_file_name(name, self.wal_segment_size)
 
     def completed_segments(self) -> list[Path]:
         """Segment files in pg_wal that the server has finished with.
@@ -598,7 +585,7 @@ class Cluster:
         (lsn, walfile), = self.execute(
             "SELECT pg_current_wal_insert_lsn()::text, "
             "pg_walfile_name(pg_current_wal_insert_lsn())")
-        current_segno = _parse_lsn(lsn) // self.wal_segment_size
+        current_segno = parse_lsn(lsn) // self.wal_segment_size
         timeline = int(walfile[:8], 16)
         out = []
         for path in self.pg_wal.iterdir():

@@ -9,7 +9,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pgcluster import Cluster, _parse_lsn
+from pgcluster import Cluster
+from walfast.lsn import parse_lsn
 
 XLOG_BLCKSZ = 8192
 XLP_LONG_HEADER = 0x0002
@@ -46,16 +47,10 @@ def _check_replication_connection(cluster: Cluster, via: str,
         systemid, timeline, xlogpos, dbname = rows[0]
         assert int(_text(systemid)) == sysid
         assert int(timeline) == 1
-        assert _parse_lsn(_text(xlogpos)) > 0
+        assert parse_lsn(_text(xlogpos)) > 0
         assert dbname is None  # physical replication: no database
         (segsize,), = conn.execute("SHOW wal_segment_size").fetchall()
         assert _text(segsize) == expected_segsize
-
-
-def test_parse_lsn():
-    assert _parse_lsn("0/0") == 0
-    assert _parse_lsn("0/16B3748") == 0x16B3748
-    assert _parse_lsn("A/FF000028") == (0xA << 32) | 0xFF000028
 
 
 def test_replication_connection_1mb(pg_cluster):
