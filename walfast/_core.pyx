@@ -9,6 +9,8 @@ policy (when to flush, when to report), which belong to the control layer.
   batched msync, durable completion, page-header checks as bytes land.
 * :class:`StreamParser` (``_frames.pxi``): CopyData frames and payloads
   (XLogData, keepalive) fed into a writer without a Python object per message.
+* :class:`CopyStream` (``_copystream.pxi``): the receive loop over libpq:
+  reads CopyData, applies the flush policy, sends status updates.
 * :func:`encode_status_update` (below): the standby status update ('r').
 
 All byte copies and syncs run without the GIL; errors found there are
@@ -22,6 +24,7 @@ include "_cdefs.pxi"
 include "_errinfo.pxi"
 include "_segwriter.pxi"
 include "_frames.pxi"
+include "_copystream.pxi"
 
 
 # Standby status update (client -> server), 34 bytes:

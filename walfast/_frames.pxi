@@ -98,7 +98,11 @@ cdef class StreamParser:
             if self.writer._begin(wf_be64(h + 1)) < 0:
                 self._state = PS_FAILED
                 return -2
-            self._state = PS_DATA if self._left > 0 else PS_FRAME
+            if self._left > 0:
+                self._state = PS_DATA
+            else:
+                self._state = PS_FRAME
+                self.writer._check_stop()
         else:
             # 'k' | walEnd | sendTime | replyRequested
             self._wal_end = wf_be64(h + 1)
@@ -122,14 +126,18 @@ cdef class StreamParser:
                 take = n - pos
                 if take > self._left:
                     take = <Py_ssize_t>self._left
-                if self.writer._append(buf + pos, <size_t>take) < 0:
-                    self._state = PS_FAILED
-                    return -2
+                if not self.writer._stop_reached:
+                    # (after the stop position the rest of the message is
+                    # read and dropped, as pg_receivewal does)
+                    if self.writer._append(buf + pos, <size_t>take) < 0:
+                        self._state = PS_FAILED
+                        return -2
+                    self._wal_bytes += <uint64_t>take
                 pos += take
                 self._left -= take
-                self._wal_bytes += <uint64_t>take
                 if self._left == 0:
                     self._state = PS_FRAME
+                    self.writer._check_stop()
             elif self._state == PS_HEADER:
                 if self._have == 0:
                     if self._start_message(buf[pos]) < 0:
@@ -151,7 +159,7 @@ cdef class StreamParser:
                     if rc < 0:
                         return rc
             elif self._state == PS_FRAME:
-                if self._have == 0 and buf[pos] != COPY_DATA:
+                if self._have == 0 and (buf[pos] != COPY_DATA or self.writer._stop_reached):
                     break
                 take = min(<Py_ssize_t>(FRAME_HEADER_LEN - self._have), n - pos)
                 memcpy(self._hdr + self._have, buf + pos, take)
@@ -181,9 +189,10 @@ cdef class StreamParser:
         """Consume raw protocol bytes (CopyData frames, split anywhere).
 
         Returns the number of bytes consumed.  It is less than ``len(data)``
-        only when a message other than CopyData starts at that offset; the
-        caller handles that message (and a partial frame header is kept, so
-        the caller must not feed those bytes again).
+        only when a message other than CopyData starts at that offset (the
+        caller handles that message), or when the writer's stop position was
+        reached (the rest is not WAL walfast wants).  A partial frame header
+        is kept inside, so the caller must not feed those bytes again.
         """
         cdef Py_buffer view
         cdef Py_ssize_t rc
@@ -198,6 +207,8 @@ cdef class StreamParser:
         return rc
 
     cdef Py_ssize_t _feed_payload(self, const unsigned char *buf, Py_ssize_t n) noexcept nogil:
+        if self.writer._stop_reached and self._state != PS_FAILED:
+            return n        # past the stop position: dropped, as pg_receivewal does
         if self._state != PS_FRAME or self._have != 0:
             if self._state != PS_FAILED:
                 self._err.code = ERR_STATE

@@ -77,6 +77,8 @@ cdef class SegmentWriter:
     cdef uint64_t _flush_lsn
     cdef uint64_t _next_check
     cdef bint _zero_tail          # a zeroed page was seen in the open segment
+    cdef uint64_t _stop_lsn       # pg_receivewal's --endpos; 0 = none
+    cdef bint _stop_reached
     cdef uint64_t _segments_completed
     cdef uint64_t _syncs
     cdef bint _failed
@@ -378,9 +380,21 @@ cdef class SegmentWriter:
             n -= chunk
             if self._check_pages() < 0:
                 return -1
-            if self._write_lsn & self._segmask == 0 and self._complete_segment() < 0:
-                return -1
+            if self._write_lsn & self._segmask == 0:
+                if self._complete_segment() < 0:
+                    return -1
+                # Like pg_receivewal, the stop position is also checked when a
+                # segment completes inside a message; the rest is not written.
+                if self._check_stop():
+                    return 0
         return 0
+
+    cdef inline bint _check_stop(self) noexcept nogil:
+        # pg_receivewal stops when endpos < the position received: a record
+        # starting exactly at endpos is still received.
+        if self._stop_lsn != 0 and self._stop_lsn < self._write_lsn:
+            self._stop_reached = True
+        return self._stop_reached
 
     cdef inline uint64_t _flushable(self) noexcept nogil:
         # A page whose header has not fully arrived, or failed its check,
@@ -477,6 +491,22 @@ cdef class SegmentWriter:
     def pending_bytes(self):
         """Bytes written but not yet flushed."""
         return self._write_lsn - self._flush_lsn
+
+    @property
+    def stop_lsn(self):
+        """Stop position (pg_receivewal's ``--endpos``), 0 for none.  Writing
+        stops after the first message, or the first completed segment, that
+        ends past it; :attr:`stop_reached` then turns true and further WAL
+        is discarded."""
+        return self._stop_lsn
+
+    @stop_lsn.setter
+    def stop_lsn(self, uint64_t value):
+        self._stop_lsn = value
+
+    @property
+    def stop_reached(self):
+        return self._stop_reached
 
     @property
     def timeline(self):

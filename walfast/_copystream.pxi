@@ -1,0 +1,296 @@
+# CopyStream: the compiled receive loop.
+#
+# Reads CopyData through libpq (PQgetCopyData), so TLS, GSS and unix sockets
+# work unchanged, feeds each payload to a StreamParser, applies the flush
+# policy and answers the server with standby status updates, all without the
+# GIL and without a Python object per message.  It returns to Python only
+# per tick (at most max_seconds), at the end of the COPY, on a connection
+# error, when the stop position is reached or when a signal interrupts the
+# wait, so Python's signal handlers run promptly.
+#
+# libpq's function pointers come from the library psycopg loaded (see
+# walfast/_libpq.py): the extension never links libpq itself.
+
+from libc.stdint cimport uintptr_t
+from libc.errno cimport EINTR
+
+cdef extern from "<dlfcn.h>" nogil:
+    void *dlopen(const char *filename, int flags)
+    void *dlsym(void *handle, const char *symbol)
+    char *dlerror()
+    enum:
+        RTLD_NOW
+        RTLD_NOLOAD
+
+cdef extern from "<poll.h>" nogil:
+    cdef struct pollfd:
+        int fd
+        short events
+        short revents
+    int poll(pollfd *fds, unsigned long nfds, int timeout)
+    enum:
+        POLLIN
+        POLLOUT
+        POLLERR
+        POLLHUP
+
+ctypedef int (*pq_get_copy_data_t)(void *conn, char **buffer, int async_) noexcept nogil
+ctypedef int (*pq_conn_int_t)(void *conn) noexcept nogil
+ctypedef void (*pq_freemem_t)(void *ptr) noexcept nogil
+ctypedef int (*pq_put_copy_data_t)(void *conn, const char *buffer, int nbytes) noexcept nogil
+ctypedef int (*pq_lib_version_t)() noexcept nogil
+
+cdef struct LibPQ:
+    void *handle
+    pq_get_copy_data_t get_copy_data
+    pq_conn_int_t consume_input
+    pq_freemem_t freemem
+    pq_put_copy_data_t put_copy_data
+    pq_conn_int_t flush
+    pq_conn_int_t socket
+    pq_lib_version_t lib_version
+
+cdef LibPQ _pq
+
+
+cdef void *_sym(void *handle, const char *name) except NULL:
+    cdef void *p = dlsym(handle, name)
+    if p == NULL:
+        raise RuntimeError(f"libpq has no symbol {name.decode()}")
+    return p
+
+
+def load_libpq(path):
+    """Resolve the libpq functions the receive loop calls from the library at
+    *path*, which must already be loaded (psycopg's).  Returns its
+    ``PQlibVersion()``."""
+    cdef bytes bpath = _os.fsencode(path)
+    cdef void *h = dlopen(bpath, RTLD_NOW | RTLD_NOLOAD)
+    if h == NULL:
+        err = dlerror()
+        raise RuntimeError(f"cannot use libpq {path!r}: it is not loaded in this process"
+                           + (f" ({err.decode()})" if err != NULL else ""))
+    _pq.get_copy_data = <pq_get_copy_data_t>_sym(h, b"PQgetCopyData")
+    _pq.consume_input = <pq_conn_int_t>_sym(h, b"PQconsumeInput")
+    _pq.freemem = <pq_freemem_t>_sym(h, b"PQfreemem")
+    _pq.put_copy_data = <pq_put_copy_data_t>_sym(h, b"PQputCopyData")
+    _pq.flush = <pq_conn_int_t>_sym(h, b"PQflush")
+    _pq.socket = <pq_conn_int_t>_sym(h, b"PQsocket")
+    _pq.lib_version = <pq_lib_version_t>_sym(h, b"PQlibVersion")
+    _pq.handle = h
+    return _pq.lib_version()
+
+
+# What run() reports.
+cdef enum StreamEvent:
+    EV_TICK = 0           # max_seconds elapsed: Python's turn (logs, signals, stop checks)
+    EV_COPY_DONE = 1      # the server ended the COPY (end of timeline or shutdown)
+    EV_CONN_ERROR = 2     # libpq reported an error: see the connection's error message
+    EV_STOP_REACHED = 3   # the writer's stop position (--endpos) was passed
+    EV_INTERRUPTED = 4    # a signal interrupted the wait
+
+TICK = EV_TICK
+COPY_DONE = EV_COPY_DONE
+CONN_ERROR = EV_CONN_ERROR
+STOP_REACHED = EV_STOP_REACHED
+INTERRUPTED = EV_INTERRUPTED
+
+
+@cython.final
+cdef class CopyStream:
+    """Receive a started physical replication COPY into a StreamParser.
+
+    CopyStream(pgconn_ptr, parser, *, report_flush, synchronous,
+               status_interval, flush_bytes=0)
+
+    *pgconn_ptr* is psycopg's ``conn.pgconn.pgconn_ptr`` after
+    ``START_REPLICATION`` returned COPY_BOTH; :func:`load_libpq` must have
+    been called with psycopg's libpq.
+
+    Policy, as pg_receivewal (receivelog.c) with one addition:
+
+    * status updates: one right away (so the server can count us as a
+      synchronous standby), every *status_interval* seconds (0: none), at
+      once when a keepalive asks for one, and after every flush that
+      advanced the flush position when *report_flush*;
+    * the reported flush position is the writer's :attr:`flush_lsn` (bytes
+      synced) when *report_flush* (a slot or ``--synchronous``), else 0;
+    * *synchronous*: flush at the end of each batch of received messages;
+    * a keepalive asking for a reply flushes first when reporting flush;
+    * addition: when reporting flush, each periodic status update flushes
+      first, so the slot advances every interval instead of once a segment;
+    * *flush_bytes* > 0: also flush whenever that much is pending.
+    """
+
+    cdef void *_conn
+    cdef int _sock
+    cdef readonly StreamParser parser
+    cdef SegmentWriter _w
+    cdef bint _report_flush
+    cdef bint _synchronous
+    cdef int64_t _status_interval     # microseconds; 0 = no periodic updates
+    cdef uint64_t _flush_bytes
+    cdef int64_t _last_status         # pg time of the last update sent; 0 = none yet
+    cdef uint64_t _sent_flush
+    cdef bint _out_pending            # PQflush could not send everything yet
+    cdef uint64_t _status_updates
+    cdef int64_t _last_receipt
+
+    def __init__(self, pgconn_ptr, StreamParser parser not None, *, report_flush,
+                 synchronous, status_interval, flush_bytes=0):
+        if _pq.handle == NULL:
+            raise RuntimeError("walfast._core.load_libpq() has not been called")
+        if status_interval < 0:
+            raise ValueError("status_interval must be >= 0")
+        self._conn = <void *><uintptr_t>pgconn_ptr
+        self._sock = _pq.socket(self._conn)
+        if self._sock < 0:
+            raise RuntimeError("the connection has no socket (closed?)")
+        self.parser = parser
+        self._w = parser.writer
+        self._report_flush = report_flush
+        self._synchronous = synchronous
+        self._status_interval = <int64_t>(status_interval * 1000000)
+        self._flush_bytes = flush_bytes
+
+    cdef int _send_status(self) noexcept nogil:
+        """Queue and flush a standby status update; -1 on a libpq error."""
+        cdef unsigned char msg[STATUS_UPDATE_LEN]
+        cdef int64_t now = pg_now()
+        cdef uint64_t flush = self._w._flush_lsn if self._report_flush else 0
+        cdef int rc
+        encode_status(msg, self._w._write_lsn, flush, 0, now, False)
+        if _pq.put_copy_data(self._conn, <const char *>msg, STATUS_UPDATE_LEN) != 1:
+            return -1
+        rc = _pq.flush(self._conn)
+        if rc < 0:
+            return -1
+        self._out_pending = rc == 1
+        self._last_status = now
+        self._sent_flush = flush
+        self._status_updates += 1
+        return 0
+
+    cdef int _after_batch(self) noexcept nogil:
+        """Flush and report as the policy says.  0, -2 (writer error) or
+        EV_CONN_ERROR."""
+        cdef bint send = self._last_status == 0
+        cdef bint pending = self._w._write_lsn > self._w._flush_lsn
+        cdef int64_t now = pg_now()
+        if self._synchronous and pending:
+            if self._w._flush() < 0:
+                return -2
+            send = True
+        if self.parser._reply_requested:
+            self.parser._reply_requested = False
+            if self._report_flush and pending and self._w._flush() < 0:
+                return -2
+            send = True
+        if self._status_interval and now - self._last_status >= self._status_interval:
+            if self._report_flush and self._w._write_lsn > self._w._flush_lsn \
+                    and self._w._flush() < 0:
+                return -2
+            send = True
+        if self._report_flush and self._w._flush_lsn != self._sent_flush:
+            send = True
+        if send and self._send_status() < 0:
+            return EV_CONN_ERROR
+        return 0
+
+    cdef int _run(self, int64_t max_us) noexcept nogil:
+        """The loop.  Returns a StreamEvent, or -1 / -2 for a parser / writer
+        error (raised by the caller)."""
+        cdef int64_t deadline = pg_now() + max_us
+        cdef int64_t now, wait_us, due
+        cdef char *buf
+        cdef int n, rc
+        cdef Py_ssize_t fed
+        cdef pollfd pfd
+        while True:
+            # Drain every message libpq already holds.
+            while True:
+                n = _pq.get_copy_data(self._conn, &buf, 1)
+                if n <= 0:
+                    break
+                fed = self.parser._feed_payload(<const unsigned char *>buf, n)
+                _pq.freemem(buf)
+                if fed < 0:
+                    return <int>fed
+                if self._w._stop_reached:
+                    return EV_STOP_REACHED
+                if self._flush_bytes and \
+                        self._w._write_lsn - self._w._flush_lsn >= self._flush_bytes:
+                    if self._w._flush() < 0:
+                        return -2
+                if pg_now() >= deadline:
+                    break
+            self._last_receipt = pg_now()
+            rc = self._after_batch()
+            if rc != 0:
+                return rc
+            if n == -1:
+                return EV_COPY_DONE
+            if n < -1:
+                return EV_CONN_ERROR
+            now = pg_now()
+            if now >= deadline:
+                return EV_TICK
+            # Wait for the socket, no longer than the next status update is due.
+            wait_us = deadline - now
+            if self._status_interval:
+                due = self._last_status + self._status_interval - now
+                if due < wait_us:
+                    wait_us = due if due > 0 else 0
+            pfd.fd = self._sock
+            pfd.events = POLLIN | (POLLOUT if self._out_pending else 0)
+            pfd.revents = 0
+            rc = poll(&pfd, 1, <int>((wait_us + 999) // 1000))
+            if rc < 0:
+                if errno == EINTR:
+                    return EV_INTERRUPTED
+                return EV_CONN_ERROR
+            if self._out_pending and pfd.revents & POLLOUT:
+                rc = _pq.flush(self._conn)
+                if rc < 0:
+                    return EV_CONN_ERROR
+                self._out_pending = rc == 1
+            if pfd.revents & (POLLIN | POLLERR | POLLHUP):
+                if _pq.consume_input(self._conn) == 0:
+                    return EV_CONN_ERROR
+
+    def run(self, double max_seconds=0.1):
+        """Receive for at most *max_seconds*; return the event that ended the
+        run (:data:`TICK`, :data:`COPY_DONE`, :data:`CONN_ERROR`,
+        :data:`STOP_REACHED`, :data:`INTERRUPTED`).  Parser and writer errors
+        are raised."""
+        cdef int rc
+        cdef int64_t max_us = <int64_t>(max_seconds * 1000000)
+        with nogil:
+            rc = self._run(max_us)
+        if rc == -1:
+            raise_errinfo(&self.parser._err, self._w.directory)
+        if rc == -2:
+            raise_errinfo(&self._w._err, self._w.directory)
+        return rc
+
+    def send_status(self):
+        """Send a standby status update now.  Returns False on a libpq error."""
+        cdef int rc
+        with nogil:
+            rc = self._send_status()
+        return rc == 0
+
+    @property
+    def status_updates(self):
+        """Standby status updates sent."""
+        return self._status_updates
+
+    @property
+    def last_status_time(self):
+        """When the last status update was sent (us since 2000), 0 if never."""
+        return self._last_status
+
+    @property
+    def last_receipt_time(self):
+        """When messages were last drained (us since 2000), 0 if never."""
+        return self._last_receipt

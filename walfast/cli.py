@@ -1,0 +1,183 @@
+"""The ``walfast`` command line.
+
+``walfast receive`` streams WAL into a directory with pg_receivewal's core
+options and behaviour (messages, exit codes).  This is the only module that
+configures logging: the library only logs to the ``walfast`` logger.
+
+Exit status: 0 when stopped by SIGINT/SIGTERM or when ``--endpos`` was
+reached; 1 on any error (one line on stderr, never a traceback for a user
+mistake) and on a lost connection with ``--no-loop``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+import psycopg
+
+from walfast import __version__
+from walfast.errors import WalfastError
+from walfast.lsn import parse_lsn
+from walfast.segments import check_directory
+from walfast.stream import ReceiveOutcome, StreamOptions, receive_to_directory
+
+PROG = "walfast"
+log = logging.getLogger("walfast")
+
+
+class UsageError(Exception):
+    """A command-line mistake: reported with a hint to --help, exit 1."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> "NoReturn":  # type: ignore[name-defined]  # noqa: F821
+        raise UsageError(message)
+
+
+def _receive_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "receive",
+        add_help=False,
+        help="stream WAL from a server into a directory (like pg_receivewal)",
+        description="Receive PostgreSQL write-ahead logs into a directory, as pg_receivewal "
+        "does: segment files byte-identical to the server's, the incomplete one named "
+        ".partial. Connection options follow libpq (PG* environment variables and "
+        ".pgpass work).",
+    )
+    g = p.add_argument_group("Options")
+    g.add_argument("-D", "--directory", metavar="DIR", help="receive write-ahead log files into this directory (must exist)")
+    g.add_argument("-E", "--endpos", metavar="LSN", help="exit after receiving the specified LSN")
+    g.add_argument("-n", "--no-loop", action="store_true", help="do not loop on connection lost")
+    g.add_argument("--no-sync", action="store_true", help="do not wait for changes to be written safely to disk")
+    g.add_argument("-s", "--status-interval", metavar="SECS", type=int, default=10,
+                   help="time between status packets sent to server (default: 10)")
+    g.add_argument("-S", "--slot", metavar="SLOTNAME", help="replication slot to use")
+    g.add_argument("--synchronous", action="store_true", help="flush write-ahead log immediately after writing")
+    g.add_argument("-v", "--verbose", action="store_true", help="output verbose messages")
+    g.add_argument("-?", "--help", action="help", help="show this help, then exit")
+    c = p.add_argument_group("Connection options")
+    c.add_argument("-d", "--dbname", metavar="CONNSTR", default="", help="connection string")
+    c.add_argument("-h", "--host", metavar="HOSTNAME", help="database server host or socket directory")
+    c.add_argument("-p", "--port", metavar="PORT", help="database server port number")
+    c.add_argument("-U", "--username", metavar="NAME", help="connect as specified database user")
+    c.add_argument("-w", "--no-password", action="store_true", help="never prompt for password")
+    c.add_argument("-W", "--password", action="store_true", help="force password prompt (should happen automatically)")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="walfast: a fast, durable PostgreSQL WAL receiver.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _receive_parser(sub)
+    return parser
+
+
+class _StopFlag:
+    """Set by SIGINT/SIGTERM; the receive loop checks it every tick."""
+
+    def __init__(self) -> None:
+        self.set = False
+
+    def __call__(self) -> bool:
+        return self.set
+
+    def handler(self, signum: int, frame: FrameType | None) -> None:
+        self.set = True
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter())
+    root = logging.getLogger("walfast")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
+    root.propagate = False
+
+
+class _Formatter(logging.Formatter):
+    """pg_receivewal's style: ``walfast: message`` / ``walfast: error: ...``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        msg = record.getMessage()
+        if record.levelno >= logging.ERROR:
+            return f"{PROG}: error: {msg}"
+        if record.levelno >= logging.WARNING:
+            return f"{PROG}: warning: {msg}"
+        return f"{PROG}: {msg}"
+
+
+def _fail(message: str, hint: bool = False) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    if hint:
+        print(f'{PROG}: hint: Try "{PROG} receive --help" for more information.', file=sys.stderr)
+    return 1
+
+
+def cmd_receive(args: argparse.Namespace) -> int:
+    if not args.directory:
+        return _fail("no target directory specified", hint=True)
+    if args.status_interval < 0 or args.status_interval > 2147483:
+        return _fail(f'invalid status interval "{args.status_interval}"', hint=True)
+    endpos = None
+    if args.endpos is not None:
+        try:
+            endpos = parse_lsn(args.endpos)
+        except ValueError:
+            return _fail(f'could not parse end position "{args.endpos}"', hint=True)
+    if args.synchronous and args.no_sync:
+        return _fail("cannot use --synchronous together with --no-sync", hint=True)
+    directory = Path(args.directory)
+    try:
+        check_directory(directory)
+    except OSError as e:
+        return _fail(f'could not open directory "{args.directory}": {e.strerror}')
+
+    password = getpass.getpass("Password: ") if args.password and not args.no_password else None
+    conninfo = psycopg.conninfo.make_conninfo(
+        args.dbname, host=args.host, port=args.port, user=args.username, password=password,
+    )
+    options = StreamOptions(
+        directory=directory, slot=args.slot, synchronous=args.synchronous,
+        status_interval=float(args.status_interval), sync=not args.no_sync, endpos=endpos,
+    )
+    stop = _StopFlag()
+    signal.signal(signal.SIGINT, stop.handler)
+    signal.signal(signal.SIGTERM, stop.handler)
+    try:
+        outcome = receive_to_directory(conninfo, options, should_stop=stop,
+                                       loop=not args.no_loop)
+    except psycopg.OperationalError as e:
+        return _fail(str(e).strip())
+    except (WalfastError, OSError) as e:
+        return _fail(str(e))
+    if outcome is ReceiveOutcome.DISCONNECTED:
+        return _fail("disconnected")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as e:
+        return _fail(str(e), hint=True)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 1
+    _setup_logging(getattr(args, "verbose", False))
+    try:
+        return cmd_receive(args)
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

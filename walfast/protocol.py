@@ -1,0 +1,569 @@
+"""Replication *commands* over a psycopg 3 connection (the cold control path).
+
+This module opens the physical-replication connection and runs the short
+request/response commands a WAL receiver needs before and between streams:
+``IDENTIFY_SYSTEM``, ``SHOW``, ``TIMELINE_HISTORY``, ``READ_REPLICATION_SLOT``,
+``CREATE_REPLICATION_SLOT`` and ``DROP_REPLICATION_SLOT``.  It also builds the
+text of ``START_REPLICATION``, but it does **not** send it and does not own the
+COPY stream: reading CopyData, writing segments and sending status updates
+belong to the engine (:mod:`walfast._core`) and the stream loop.  Directory
+policy (where to resume, history files on disk) is :mod:`walfast.segments`'.
+
+Rules that every function here follows:
+
+* A physical walsender only speaks the **simple query protocol**, so commands
+  go through ``cursor.execute(text, prepare=False)`` with no parameters; slot
+  names and LSNs are validated and quoted into the text here
+  (:func:`quote_ident`, :func:`walfast.lsn.format_lsn`), never bound.
+* The walsender reports ``client_encoding=SQL_ASCII``, so text columns come
+  back as ``bytes``; they are decoded here.  LSNs are plain ``int``.
+* psycopg errors (``psycopg.OperationalError``, ``psycopg.errors.*``) are not
+  caught or rewrapped, except where pg_receivewal itself treats one as
+  success (``CREATE_REPLICATION_SLOT`` with ``if_not_exists``).  Result sets of
+  the wrong shape raise :class:`~walfast.errors.ProtocolError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from walfast.errors import ProtocolError, ServerMismatchError, WalfastError
+from walfast.lsn import (
+    format_lsn,
+    history_file_name,
+    is_valid_segment_size,
+    parse_lsn,
+)
+
+__all__ = [
+    "SlotInfo",
+    "SystemInfo",
+    "check_physical",
+    "check_server_version",
+    "connect",
+    "create_replication_slot",
+    "data_directory_mode",
+    "drop_replication_slot",
+    "file_mode_for",
+    "identify_system",
+    "parse_wal_segment_size",
+    "quote_ident",
+    "read_replication_slot",
+    "start_replication_command",
+    "timeline_history",
+    "wal_block_size",
+    "wal_segment_size",
+]
+
+logger = logging.getLogger("walfast.protocol")
+
+#: ``SHOW wal_segment_size`` needs a PostgreSQL 10 walsender.
+MIN_SERVER_VERSION = 100000
+#: ``data_directory_mode`` (group access) exists from PostgreSQL 11.
+_MIN_VERSION_GROUP_ACCESS = 110000
+#: ``READ_REPLICATION_SLOT`` and the parenthesised option syntax: PostgreSQL 15.
+_MIN_VERSION_READ_SLOT = 150000
+_MIN_VERSION_NEW_OPTION_SYNTAX = 150000
+
+#: Values of the ``replication`` connection parameter meaning "physical".
+_PHYSICAL_REPLICATION_VALUES = frozenset({"true", "on", "yes", "1"})
+
+#: PostgreSQL's memory units (guc.c ``memory_unit_conversion_table``, bytes).
+_SIZE_UNITS = {"": 1, "B": 1, "kB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
+_SIZE_RE = re.compile(r"\s*(\d+)\s*(B|kB|MB|GB|TB)?\s*")
+
+#: Possible XLOG_BLCKSZ values (configure --with-wal-blocksize: 1..64 kB).
+_VALID_WAL_BLOCK_SIZES = frozenset(1 << n for n in range(10, 17))
+
+#: PG_DIR_MODE_GROUP (common/file_perm.h): owner rwx, group r-x.
+_PG_DIR_MODE_GROUP = 0o750
+
+
+# --------------------------------------------------------------------------- #
+# result types
+# --------------------------------------------------------------------------- #
+
+@dataclass(frozen=True)
+class SystemInfo:
+    """The ``IDENTIFY_SYSTEM`` row.
+
+    ``systemid`` is the cluster's system identifier (the ``xlp_sysid`` of
+    every long WAL page header), ``timeline`` the server's current timeline,
+    ``xlogpos`` its current WAL flush position (on a standby: the replay or
+    receive position) and ``dbname`` the database of a logical walsender,
+    ``None`` on a physical connection.
+    """
+
+    systemid: int
+    timeline: int
+    xlogpos: int
+    dbname: str | None
+
+
+@dataclass(frozen=True)
+class SlotInfo:
+    """The ``READ_REPLICATION_SLOT`` row of an existing physical slot.
+
+    ``restart_lsn`` and ``restart_tli`` are ``None`` for a slot that has never
+    reserved WAL (created without ``RESERVE_WAL`` and never used).
+    """
+
+    slot_type: str | None
+    restart_lsn: int | None
+    restart_tli: int | None
+
+
+# --------------------------------------------------------------------------- #
+# connecting
+# --------------------------------------------------------------------------- #
+
+def connect(
+    conninfo: str = "",
+    *,
+    host: str | None = None,
+    port: int | str | None = None,
+    user: str | None = None,
+    password: str | None = None,
+    application_name: str | None = "walfast",
+    connect_timeout: int | str | None = None,
+) -> psycopg.Connection[Any]:
+    """Open a physical-replication connection, as pg_receivewal's ``GetConnection``.
+
+    ``conninfo`` is any libpq connection string or URI; whatever it leaves
+    unset comes from the ``PG*`` environment variables, the service file and
+    ``.pgpass``, exactly as with libpq.  ``host``, ``port``, ``user``,
+    ``password`` and ``connect_timeout``, when not ``None``, override the
+    conninfo (pg_receivewal's ``-h``/``-p``/``-U`` override ``-d`` the same
+    way).
+
+    Forced, whatever the conninfo says, as pg_receivewal forces them:
+
+    * ``replication=true``.  A ``replication=database`` (a logical walsender)
+      or ``replication=false`` in the conninfo is overridden, with a warning
+      logged; pg_receivewal overrides it silently.
+    * ``dbname=replication``.  pg_receivewal discards any ``dbname`` of its
+      connection string; the server ignores the name on a physical
+      connection, but libpq uses it to pick the ``.pgpass`` line, so keeping
+      pg_receivewal's value keeps the same password lookup.
+
+    ``application_name`` is passed as ``fallback_application_name``: an
+    ``application_name`` in the conninfo (or ``PGAPPNAME``) wins over it.
+    The connection is in autocommit mode (the walsender rejects ``BEGIN``)
+    and never prepares statements (it rejects the extended protocol).  Once
+    ``START_REPLICATION`` has been sent, end it with ``conn.close()``: leaving
+    a ``with conn:`` block would send ``COMMIT`` in the middle of the COPY and
+    fail with "another command is already in progress".
+
+    Raises :class:`~walfast.errors.ServerMismatchError` (after closing the
+    connection) if the server's ``integer_datetimes`` is not ``on``.
+    Connection failures propagate as ``psycopg.OperationalError``, a bad
+    conninfo as ``psycopg.ProgrammingError``.
+    """
+    params: dict[str, Any] = conninfo_to_dict(conninfo) if conninfo else {}
+
+    dropped_dbname = params.pop("dbname", None)
+    if dropped_dbname not in (None, "", "replication"):
+        logger.debug(
+            'ignoring dbname "%s" from the connection string: a physical '
+            "replication connection uses dbname=replication", dropped_dbname)
+    requested = params.pop("replication", None)
+    if requested is not None and str(requested).lower() not in _PHYSICAL_REPLICATION_VALUES:
+        logger.warning(
+            'ignoring replication=%s from the connection string: walfast '
+            "always uses a physical replication connection (replication=true)",
+            requested)
+
+    for key, value in (
+        ("host", host), ("port", port), ("user", user), ("password", password),
+        ("connect_timeout", connect_timeout),
+    ):
+        if value is not None:
+            params[key] = value
+    if application_name is not None:
+        params.setdefault("fallback_application_name", application_name)
+    params["dbname"] = "replication"
+    params["replication"] = "true"
+
+    conn = psycopg.connect(
+        make_conninfo("", **params), autocommit=True, prepare_threshold=None)
+    try:
+        _check_integer_datetimes(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _check_integer_datetimes(conn: psycopg.Connection[Any]) -> None:
+    # Timestamps in the stream are int64 microseconds; a (pre-10) server built
+    # with float timestamps would send something else in the same 8 bytes.
+    value = conn.info.parameter_status("integer_datetimes")
+    if value is None:
+        raise ServerMismatchError(
+            "could not determine server setting for integer_datetimes")
+    if value != "on":
+        raise ServerMismatchError(
+            f'integer_datetimes compile flag does not match server '
+            f'(server reports "{value}", walfast needs "on")')
+
+
+# --------------------------------------------------------------------------- #
+# running commands
+# --------------------------------------------------------------------------- #
+
+def _execute(
+    conn: psycopg.Connection[Any], command: str,
+) -> tuple[list[tuple[Any, ...]], list[str]]:
+    """Run one replication command; return (rows, column names).
+
+    ``prepare=False`` and no parameters make psycopg use the simple query
+    protocol even on a connection whose ``prepare_threshold`` would otherwise
+    start preparing a command run five times.  The text is sent as UTF-8
+    bytes: SQL_ASCII would refuse to encode a non-ASCII slot name, and the
+    server's own error about it is the better message.
+    """
+    if not conn.autocommit:
+        raise WalfastError(
+            "replication commands need a connection in autocommit mode "
+            "(the walsender rejects BEGIN); use walfast.protocol.connect()")
+    with conn.cursor() as cur:
+        cur.execute(command.encode("utf-8"), prepare=False)
+        if cur.description is None:
+            return [], []
+        return cur.fetchall(), [col.name for col in cur.description]
+
+
+def _text(value: Any) -> str:
+    """A text column: ``bytes`` under SQL_ASCII, ``str`` otherwise."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", "replace")
+    return str(value)
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, int):
+        return value
+    return int(_text(value))
+
+
+def _check_shape(
+    rows: list[tuple[Any, ...]], names: list[str], what: str,
+    nrows: int, nfields: int, *, or_more: bool = False,
+) -> None:
+    nfields_got = len(names)
+    if len(rows) == nrows and (nfields_got >= nfields if or_more else nfields_got == nfields):
+        return
+    more = " or more" if or_more else ""
+    raise ProtocolError(
+        f"{what}: got {len(rows)} rows and {nfields_got} fields, "
+        f"expected {nrows} rows and {nfields}{more} fields")
+
+
+def _show(conn: psycopg.Connection[Any], name: str) -> str:
+    rows, names = _execute(conn, f"SHOW {name}")
+    _check_shape(rows, names, f"could not fetch {name}", 1, 1, or_more=True)
+    return _text(rows[0][0])
+
+
+# --------------------------------------------------------------------------- #
+# server facts
+# --------------------------------------------------------------------------- #
+
+def identify_system(conn: psycopg.Connection[Any]) -> SystemInfo:
+    """Run ``IDENTIFY_SYSTEM``.
+
+    Raises :class:`~walfast.errors.ProtocolError` when the row is not
+    1 row × ≥ 4 fields or the fields cannot be parsed.
+    """
+    rows, names = _execute(conn, "IDENTIFY_SYSTEM")
+    _check_shape(rows, names, "could not identify system", 1, 4, or_more=True)
+    systemid, timeline, xlogpos, dbname = rows[0][:4]
+    try:
+        sysid = int(_text(systemid))
+        tli = _int(timeline)
+        pos = parse_lsn(_text(xlogpos))
+    except ValueError as exc:
+        raise ProtocolError(
+            f"could not parse IDENTIFY_SYSTEM result {rows[0]!r}: {exc}") from exc
+    return SystemInfo(
+        systemid=sysid, timeline=tli, xlogpos=pos,
+        dbname=None if dbname is None else _text(dbname),
+    )
+
+
+def check_physical(info: SystemInfo, slot: str | None) -> None:
+    """Refuse a connection that turned out to be a logical walsender.
+
+    pg_receivewal's check after its first ``IDENTIFY_SYSTEM``: ``dbname`` must
+    be NULL on a physical replication connection.  (pg_receivewal prints
+    ``"(null)"`` for the slot when it has none; walfast drops that clause.)
+    """
+    if info.dbname is None:
+        return
+    if slot is not None:
+        msg = f'replication connection using slot "{slot}" is unexpectedly database specific'
+    else:
+        msg = "replication connection is unexpectedly database specific"
+    raise WalfastError(
+        f'{msg} (connected to database "{info.dbname}"; walfast needs a '
+        "physical replication connection, replication=true)")
+
+
+def check_server_version(conn: psycopg.Connection[Any]) -> None:
+    """Require a server of PostgreSQL 10 or later.
+
+    walfast needs ``SHOW wal_segment_size`` on the replication connection,
+    which PostgreSQL 10 added.  Unlike pg_receivewal, which also refuses
+    servers of a newer major version than its own, walfast sets **no upper
+    bound**: the physical replication protocol and WAL file naming have been
+    stable since 9.3, and page-level checks take their parameters from the
+    server.
+    """
+    if conn.info.server_version >= MIN_SERVER_VERSION:
+        return
+    shown = conn.info.parameter_status("server_version") or "'unknown'"
+    raise WalfastError(
+        f"incompatible server version {shown}; client does not support "
+        "streaming from server versions older than 10")
+
+
+def parse_wal_segment_size(text: str) -> int:
+    """Bytes of a ``SHOW wal_segment_size`` value such as ``16MB`` or ``1GB``.
+
+    Accepts PostgreSQL's memory units (``B``, ``kB``, ``MB``, ``GB``, ``TB``,
+    case-sensitive as in PostgreSQL) or a bare byte count.  pg_receivewal only
+    understands ``MB`` and ``GB``; the server never prints anything else for
+    a valid size, so the difference is invisible in practice.
+
+    Raises :class:`~walfast.errors.ProtocolError` if the text is not a size,
+    :class:`~walfast.errors.ServerMismatchError` if the size is not a power of
+    two between 1 MiB and 1 GiB.
+    """
+    m = _SIZE_RE.fullmatch(text)
+    if m is None:
+        raise ProtocolError(f'WAL segment size could not be parsed: "{text}"')
+    size = int(m.group(1)) * _SIZE_UNITS[m.group(2) or ""]
+    if not is_valid_segment_size(size):
+        unit = "byte" if size == 1 else "bytes"
+        raise ServerMismatchError(
+            f"remote server reported invalid WAL segment size ({size} {unit}) "
+            "(must be a power of two between 1 MB and 1 GB)")
+    return size
+
+
+def wal_segment_size(conn: psycopg.Connection[Any]) -> int:
+    """The server's WAL segment size in bytes (``SHOW wal_segment_size``).
+
+    Errors as :func:`parse_wal_segment_size`.
+    """
+    return parse_wal_segment_size(_show(conn, "wal_segment_size"))
+
+
+def wal_block_size(conn: psycopg.Connection[Any]) -> int:
+    """The server's WAL page size in bytes (``SHOW wal_block_size``, 8192
+    unless PostgreSQL was built ``--with-wal-blocksize``).
+
+    Raises :class:`~walfast.errors.ServerMismatchError` for a value that is
+    not a power of two from 1 kB to 64 kB.
+    """
+    text = _show(conn, "wal_block_size")
+    m = _SIZE_RE.fullmatch(text)
+    if m is None:
+        raise ProtocolError(f'WAL block size could not be parsed: "{text}"')
+    size = int(m.group(1)) * _SIZE_UNITS[m.group(2) or ""]
+    if size not in _VALID_WAL_BLOCK_SIZES:
+        raise ServerMismatchError(
+            f"remote server reported invalid WAL block size ({size} bytes)")
+    return size
+
+
+def data_directory_mode(conn: psycopg.Connection[Any]) -> int | None:
+    """The server's data directory permissions (``SHOW data_directory_mode``).
+
+    ``None`` for servers older than 11, which have no such setting (their data
+    directory is always owner-only).  The value is octal text (``0700`` or
+    ``0750``).
+    """
+    if conn.info.server_version < _MIN_VERSION_GROUP_ACCESS:
+        return None
+    text = _show(conn, "data_directory_mode")
+    try:
+        return int(text.strip(), 8)
+    except ValueError:
+        raise ProtocolError(f'group access flag could not be parsed: "{text}"') from None
+
+
+def file_mode_for(dir_mode: int | None) -> int:
+    """Mode for files walfast creates, derived from the server's data directory.
+
+    pg_receivewal (``SetDataDirectoryCreatePerm``) creates group-readable files
+    (``0640``) when the cluster's data directory allows group access
+    (``0750``), owner-only files (``0600``) otherwise and for ``None``.
+    """
+    if dir_mode is not None and dir_mode & _PG_DIR_MODE_GROUP == _PG_DIR_MODE_GROUP:
+        return 0o640
+    return 0o600
+
+
+# --------------------------------------------------------------------------- #
+# timelines
+# --------------------------------------------------------------------------- #
+
+def timeline_history(conn: psycopg.Connection[Any], timeline: int) -> tuple[str, bytes]:
+    """Fetch the history file of ``timeline``: ``(file name, content)``.
+
+    The content column is ``text`` (checked on PostgreSQL 15; reportedly
+    ``bytea`` on older servers); either way the file's bytes are returned.
+
+    Raises:
+
+    * ``ValueError`` for timeline 1 without asking the server: the first
+      timeline of every cluster has no history file.
+    * :class:`~walfast.errors.ProtocolError` if the server names another file
+      than ``history_file_name(timeline)`` or sends another shape.
+    * ``psycopg.errors.UndefinedFile`` (from the server) for a timeline the
+      server has no history file for.
+    """
+    expected = history_file_name(timeline)  # validates 1..0xFFFFFFFF
+    if timeline == 1:
+        raise ValueError(
+            "timeline 1 has no history file: TIMELINE_HISTORY is only "
+            "meaningful for timelines 2 and later")
+    rows, names = _execute(conn, f"TIMELINE_HISTORY {timeline:d}")
+    _check_shape(rows, names, "unexpected response to TIMELINE_HISTORY command", 1, 2)
+    filename_raw, content_raw = rows[0]
+    filename = _text(filename_raw)
+    if filename != expected:
+        raise ProtocolError(
+            f"server reported unexpected history file name for timeline {timeline}: {filename}")
+    if content_raw is None:
+        raise ProtocolError(f"server sent no content for history file {filename}")
+    if isinstance(content_raw, str):
+        content = content_raw.encode(conn.info.encoding)
+    else:
+        content = bytes(content_raw)
+    return filename, content
+
+
+# --------------------------------------------------------------------------- #
+# slots
+# --------------------------------------------------------------------------- #
+
+def quote_ident(name: str) -> str:
+    """Quote ``name`` as an SQL identifier: ``"name"``, embedded ``"`` doubled.
+
+    Raises ``ValueError`` for an empty name or one containing NUL (neither can
+    be sent).  Quoting preserves case (``"Slot"`` is not ``slot``) and keeps
+    the name one token whatever it contains.  Physical slot names may only
+    hold ``[a-z0-9_]`` anyway; PostgreSQL 15's replication-command scanner
+    does not understand a doubled quote inside an identifier, so a name with
+    ``"`` is refused by the server with a syntax error rather than misread.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"identifier must be str, not {type(name).__name__}")
+    if not name:
+        raise ValueError("identifier must not be empty")
+    if "\0" in name:
+        raise ValueError(f"identifier must not contain NUL: {name!r}")
+    return '"' + name.replace('"', '""') + '"'
+
+
+def read_replication_slot(conn: psycopg.Connection[Any], slot: str) -> SlotInfo:
+    """``READ_REPLICATION_SLOT`` (PostgreSQL 15+): a physical slot's restart point.
+
+    Errors (:class:`~walfast.errors.WalfastError`), worded as pg_receivewal's:
+    ``replication slot "%s" does not exist``, ``expected a physical
+    replication slot, got type "%s" instead``; a server older than 15 is
+    refused before anything is sent.
+    """
+    if conn.info.server_version < _MIN_VERSION_READ_SLOT:
+        raise WalfastError(
+            f"READ_REPLICATION_SLOT needs PostgreSQL 15 or later; server version "
+            f"is {conn.info.parameter_status('server_version') or 'unknown'}")
+    rows, names = _execute(conn, f"READ_REPLICATION_SLOT {quote_ident(slot)}")
+    _check_shape(rows, names, f'could not read replication slot "{slot}"', 1, 3)
+    slot_type_raw, restart_lsn_raw, restart_tli_raw = rows[0]
+    if slot_type_raw is None:
+        raise WalfastError(f'replication slot "{slot}" does not exist')
+    slot_type = _text(slot_type_raw)
+    if slot_type != "physical":
+        raise WalfastError(
+            f'expected a physical replication slot, got type "{slot_type}" instead')
+    restart_lsn = None
+    if restart_lsn_raw is not None:
+        try:
+            restart_lsn = parse_lsn(_text(restart_lsn_raw))
+        except ValueError:
+            raise ProtocolError(
+                f'could not parse restart_lsn "{_text(restart_lsn_raw)}" for '
+                f'replication slot "{slot}"') from None
+    restart_tli = None if restart_tli_raw is None else _int(restart_tli_raw)
+    return SlotInfo(slot_type=slot_type, restart_lsn=restart_lsn, restart_tli=restart_tli)
+
+
+def create_replication_slot(
+    conn: psycopg.Connection[Any], slot: str, *,
+    if_not_exists: bool = False, reserve_wal: bool = True,
+) -> bool:
+    """Create the physical slot ``slot``; return False if it already existed.
+
+    Sends ``CREATE_REPLICATION_SLOT "slot" PHYSICAL (RESERVE_WAL)`` to
+    PostgreSQL 15+ and ``... PHYSICAL RESERVE_WAL`` to older servers; without
+    ``reserve_wal`` no option is sent.  With ``reserve_wal`` the slot holds
+    WAL from the moment it is created (its ``restart_lsn`` is set at once).
+    Note that pg_receivewal's ``--create-slot`` does *not* reserve WAL: its
+    slot has no ``restart_lsn`` until a receiver first streams from it.
+
+    With ``if_not_exists`` a duplicate (SQLSTATE 42710) is success and False
+    is returned; any other server error propagates as a psycopg error
+    (``psycopg.errors.InvalidName`` for a name outside ``[a-z0-9_]``...).
+    """
+    command = f"CREATE_REPLICATION_SLOT {quote_ident(slot)} PHYSICAL"
+    if reserve_wal:
+        if conn.info.server_version >= _MIN_VERSION_NEW_OPTION_SYNTAX:
+            command += " (RESERVE_WAL)"
+        else:
+            command += " RESERVE_WAL"
+    try:
+        rows, names = _execute(conn, command)
+    except psycopg.errors.DuplicateObject:
+        if if_not_exists:
+            logger.debug('replication slot "%s" already exists', slot)
+            return False
+        raise
+    _check_shape(rows, names, f'could not create replication slot "{slot}"', 1, 4)
+    return True
+
+
+def drop_replication_slot(conn: psycopg.Connection[Any], slot: str) -> None:
+    """``DROP_REPLICATION_SLOT "slot"``.
+
+    A missing slot raises ``psycopg.errors.UndefinedObject``; a slot in use by
+    another connection raises ``psycopg.errors.ObjectInUse``.
+    """
+    rows, names = _execute(conn, f"DROP_REPLICATION_SLOT {quote_ident(slot)}")
+    _check_shape(rows, names, f'could not drop replication slot "{slot}"', 0, 0)
+
+
+# --------------------------------------------------------------------------- #
+# START_REPLICATION
+# --------------------------------------------------------------------------- #
+
+def start_replication_command(*, slot: str | None, start_lsn: int, timeline: int) -> bytes:
+    """The ``START_REPLICATION`` command text, ready for ``send_query``.
+
+    ``START_REPLICATION [SLOT "slot" ]PHYSICAL X/X TIMELINE n``: the timeline
+    is always sent, as pg_receivewal does, so the server refuses a timeline
+    it does not have instead of silently streaming its current one.
+    """
+    if not 1 <= timeline <= 0xFFFFFFFF:
+        raise ValueError(f"invalid timeline {timeline}")
+    slot_clause = "" if slot is None else f"SLOT {quote_ident(slot)} "
+    text = f"START_REPLICATION {slot_clause}PHYSICAL {format_lsn(start_lsn)} TIMELINE {timeline:d}"
+    return text.encode("utf-8")

@@ -1,0 +1,308 @@
+"""The control loop: stream a server's WAL into a directory, as pg_receivewal.
+
+This module decides *when* things happen: connecting, choosing the start
+position, starting replication, following timelines, stopping, reconnecting.
+It mirrors receivelog.c's ReceiveXlogStream/HandleCopyStream and
+pg_receivewal.c's StreamLog/main loop.  It does not touch WAL bytes (the
+compiled engine, :mod:`walfast._core`, does), nor parse replication command
+results (:mod:`walfast.protocol`), nor scan directories
+(:mod:`walfast.segments`).
+
+Python runs here once per tick (0.1 s), per segment or per timeline, never
+per message.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import pq
+
+from walfast import _core, protocol, segments
+from walfast._libpq import psycopg_libpq_path
+from walfast.errors import TimelineError, WalfastError
+from walfast.lsn import format_lsn, history_file_name, parse_lsn, segment_start
+
+__all__ = ["ReceiveOutcome", "StreamOptions", "receive_to_directory", "stream_once"]
+
+log = logging.getLogger("walfast.stream")
+
+#: Seconds between reconnection attempts (pg_receivewal's RECONNECT_SLEEP_TIME).
+RECONNECT_SLEEP = 5.0
+#: Longest stretch the compiled loop runs before Python gets control back.
+TICK = 0.1
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """What to receive and how: the counterpart of PostgreSQL's StreamCtl.
+
+    ``sync=False`` is ``--no-sync``; ``endpos`` is ``--endpos`` (stop once
+    WAL past it was received); ``flush_bytes`` flushes whenever that much is
+    pending (0: only when the policy in :class:`walfast._core.CopyStream`
+    says so).
+    """
+
+    directory: Path
+    slot: str | None = None
+    synchronous: bool = False
+    status_interval: float = 10.0
+    sync: bool = True
+    endpos: int | None = None
+    flush_bytes: int = 0
+
+    @property
+    def report_flush(self) -> bool:
+        # receivelog.c: flush is reported only with a slot or --synchronous,
+        # so a plain receiver is never counted as a synchronous standby.
+        return self.slot is not None or self.synchronous
+
+
+class ReceiveOutcome(enum.Enum):
+    """How one streaming session ended."""
+
+    STOPPED = "stopped"            # asked to stop (signal): exit 0
+    ENDPOS_REACHED = "endpos"      # --endpos passed: exit 0
+    DISCONNECTED = "disconnected"  # server went away or ended the stream: retry or exit 1
+
+
+_libpq_loaded = False
+
+
+def _ensure_libpq() -> None:
+    global _libpq_loaded
+    if not _libpq_loaded:
+        _core.load_libpq(psycopg_libpq_path())
+        _libpq_loaded = True
+
+
+def _choose_start(
+    conn: psycopg.Connection, options: StreamOptions, segment_size: int,
+    info: protocol.SystemInfo,
+) -> tuple[int, int]:
+    """pg_receivewal's start position: the directory, else the slot, else the
+    server's position; rounded down to a segment start."""
+    found = segments.find_streaming_start(options.directory, segment_size)
+    if found is not None:
+        lsn, timeline = found
+        how = "directory"
+    else:
+        lsn, timeline, how = info.xlogpos, info.timeline, "server position"
+        if options.slot is not None and conn.info.server_version >= 150000:
+            slot = protocol.read_replication_slot(conn, options.slot)
+            if slot.restart_lsn is not None and slot.restart_tli is not None:
+                lsn, timeline, how = slot.restart_lsn, slot.restart_tli, f'slot "{options.slot}"'
+    lsn = segment_start(lsn, segment_size)
+    log.debug("start position %s (timeline %d) from the %s", format_lsn(lsn), timeline, how)
+    return lsn, timeline
+
+
+def _end_copy(pgconn: pq.abc.PGconn) -> tuple[int, int] | None:
+    """Finish the COPY after the server or we ended it.
+
+    Returns ``(next_timeline, switch_lsn)`` when the server ended the
+    timeline, None when it ended the stream (shutdown) or we stopped.
+    """
+    next_tli: tuple[int, int] | None = None
+    pgconn.put_copy_end()
+    pgconn.flush()
+    while True:
+        res = pgconn.get_result()
+        if res is None:
+            return next_tli
+        status = pq.ExecStatus(res.status)
+        if status == pq.ExecStatus.COPY_OUT or status == pq.ExecStatus.COPY_BOTH:
+            # We sent CopyDone first: drain what the server still sends.
+            while True:
+                n, _ = pgconn.get_copy_data(0)
+                if n < 0:
+                    break
+        elif status == pq.ExecStatus.TUPLES_OK:
+            if res.ntuples != 1 or res.nfields < 2:
+                raise WalfastError(
+                    f"unexpected result set after end-of-timeline: got {res.ntuples} rows and "
+                    f"{res.nfields} fields, expected 1 rows and 2 fields")
+            tli_raw, pos_raw = res.get_value(0, 0), res.get_value(0, 1)
+            assert tli_raw is not None and pos_raw is not None
+            try:
+                next_tli = (int(tli_raw), parse_lsn(bytes(pos_raw).decode()))
+            except ValueError:
+                raise WalfastError(
+                    f'could not parse next timeline\'s starting point "{pos_raw!r}"') from None
+        elif status == pq.ExecStatus.FATAL_ERROR:
+            msg = res.error_message.decode(errors="replace").strip()
+            raise WalfastError(f"unexpected termination of replication stream: {msg}")
+
+
+def stream_once(
+    conninfo: str, options: StreamOptions, *, should_stop: Callable[[], bool],
+    application_name: str = "walfast",
+) -> ReceiveOutcome:
+    """One connection's worth of pg_receivewal's StreamLog(): connect, pick
+    the start, stream and follow timelines until the server goes away, the
+    stop position is reached or *should_stop* returns true.
+
+    Connection failures raise :class:`psycopg.OperationalError`; bad data
+    raises :class:`walfast.errors.WalfastError` subclasses.
+    """
+    _ensure_libpq()
+    conn = protocol.connect(conninfo, application_name=application_name)
+    try:
+        protocol.check_server_version(conn)
+        info = protocol.identify_system(conn)
+        protocol.check_physical(info, options.slot)
+        segment_size = protocol.wal_segment_size(conn)
+        page_size = protocol.wal_block_size(conn)
+        file_mode = protocol.file_mode_for(protocol.data_directory_mode(conn))
+        start, timeline = _choose_start(conn, options, segment_size, info)
+        if timeline > info.timeline:
+            raise TimelineError(f"starting timeline {timeline} is not present in the server")
+        log.info("starting log streaming at %s (timeline %d)", format_lsn(start), timeline)
+        while True:
+            outcome, next_tli = _stream_timeline(
+                conn, options, info, segment_size, page_size, file_mode, start, timeline,
+                should_stop,
+            )
+            if next_tli is None:
+                return outcome
+            new_tli, switch = next_tli
+            if new_tli <= timeline:
+                raise TimelineError(
+                    f"server reported unexpected next timeline {new_tli}, "
+                    f"following timeline {timeline}")
+            log.info("switched to timeline %d at %s", new_tli, format_lsn(switch))
+            timeline, start = new_tli, segment_start(switch, segment_size)
+    finally:
+        conn.close()
+
+
+def _stream_timeline(
+    conn: psycopg.Connection, options: StreamOptions, info: protocol.SystemInfo,
+    segment_size: int, page_size: int, file_mode: int, start: int, timeline: int,
+    should_stop: Callable[[], bool],
+) -> tuple[ReceiveOutcome, tuple[int, int] | None]:
+    directory = options.directory
+    if timeline != 1 and not (directory / history_file_name(timeline)).exists():
+        name, content = protocol.timeline_history(conn, timeline)
+        segments.write_history_file(directory, timeline, content, sync=options.sync)
+        log.debug("wrote timeline history file %s", name)
+
+    pgconn = conn.pgconn
+    pgconn.send_query(protocol.start_replication_command(
+        slot=options.slot, start_lsn=start, timeline=timeline))
+    res = pgconn.get_result()
+    status = pq.ExecStatus(res.status) if res is not None else None
+    if status == pq.ExecStatus.TUPLES_OK:
+        # Start exactly at the end of an old timeline: no COPY, the next
+        # timeline straight away.
+        raise TimelineError(
+            f"server has no WAL on timeline {timeline} at {format_lsn(start)}; "
+            "it reported the next timeline instead")  # handled in a later step
+    if status != pq.ExecStatus.COPY_BOTH:
+        msg = res.error_message.decode(errors="replace").strip() if res is not None else ""
+        raise WalfastError(f'could not send replication command "START_REPLICATION": {msg}')
+
+    writer = _core.SegmentWriter(
+        directory, timeline=timeline, start_lsn=start, segment_size=segment_size,
+        system_identifier=info.systemid, page_size=page_size, sync=options.sync,
+        file_mode=file_mode,
+    )
+    try:
+        if options.endpos is not None:
+            writer.stop_lsn = options.endpos
+        parser = _core.StreamParser(writer)
+        copy = _core.CopyStream(
+            pgconn.pgconn_ptr, parser, report_flush=options.report_flush,
+            synchronous=options.synchronous, status_interval=options.status_interval,
+            flush_bytes=options.flush_bytes,
+        )
+        done = 0
+        while True:
+            event = copy.run(TICK)
+            done = _log_segments(writer, done)
+            if event == _core.STOP_REACHED:
+                log.info("stopped log streaming at %s (timeline %d)",
+                         format_lsn(writer.write_lsn), timeline)
+                writer.close()
+                _end_copy(pgconn)
+                return ReceiveOutcome.ENDPOS_REACHED, None
+            if event == _core.COPY_DONE:
+                writer.close()
+                next_tli = _end_copy(pgconn)
+                if next_tli is None:
+                    log.info("replication stream was terminated before stop point")
+                    return ReceiveOutcome.DISCONNECTED, None
+                _check_switch(next_tli, timeline, writer.write_lsn)
+                return ReceiveOutcome.DISCONNECTED, next_tli
+            if event == _core.CONN_ERROR:
+                msg = pgconn.error_message.decode(errors="replace").strip()
+                raise psycopg.OperationalError(
+                    f"could not receive data from WAL stream: {msg}")
+            if should_stop():
+                log.info("received interrupt signal, exiting")
+                writer.close()
+                _end_copy(pgconn)
+                return ReceiveOutcome.STOPPED, None
+    finally:
+        if not writer.closed:
+            writer.close()
+
+
+def _check_switch(next_tli: tuple[int, int], timeline: int, stop_lsn: int) -> None:
+    new_tli, switch = next_tli
+    if switch > stop_lsn:
+        raise TimelineError(
+            f"server stopped streaming timeline {timeline} at {format_lsn(stop_lsn)}, but "
+            f"reported next timeline {new_tli} to begin at {format_lsn(switch)}")
+
+
+def _log_segments(writer: _core.SegmentWriter, done: int) -> int:
+    """Log each segment completed since the last call (pg_receivewal -v)."""
+    completed = writer.segments_completed
+    if completed > done and log.isEnabledFor(logging.INFO):
+        size = writer.segment_size
+        last_end = segment_start(writer.write_lsn, size)
+        for k in range(completed - done, 0, -1):
+            log.info("finished segment at %s (timeline %d)",
+                     format_lsn(last_end - (k - 1) * size), writer.timeline)
+    return completed
+
+
+def receive_to_directory(
+    conninfo: str, options: StreamOptions, *, should_stop: Callable[[], bool] = lambda: False,
+    loop: bool = True, application_name: str = "walfast",
+) -> ReceiveOutcome:
+    """Stream into ``options.directory`` until stopped, as pg_receivewal does.
+
+    With *loop* (the default) a lost connection is retried every 5 seconds,
+    forever; without it (``-n``) the first disconnection is returned as
+    :attr:`ReceiveOutcome.DISCONNECTED`.  The first connection's failure is
+    raised either way (as pg_receivewal exits when it cannot connect at all).
+    """
+    first = True
+    while True:
+        try:
+            outcome = stream_once(conninfo, options, should_stop=should_stop,
+                                  application_name=application_name)
+        except psycopg.OperationalError as e:
+            if first:
+                raise
+            log.error("%s", str(e).strip())
+            outcome = ReceiveOutcome.DISCONNECTED
+        first = False
+        if outcome is not ReceiveOutcome.DISCONNECTED or not loop:
+            return outcome
+        if should_stop():
+            return ReceiveOutcome.STOPPED
+        log.info("disconnected; waiting %d seconds to try again", RECONNECT_SLEEP)
+        deadline = time.monotonic() + RECONNECT_SLEEP
+        while time.monotonic() < deadline:
+            if should_stop():
+                return ReceiveOutcome.STOPPED
+            time.sleep(TICK)
