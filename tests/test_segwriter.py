@@ -148,13 +148,17 @@ def test_wrong_page_header(tmp_path, page, fmt, offset, value, field, kw):
     assert err.found == value
     assert f"invalid WAL page header at 0/{page * P:X}" in str(err)
     assert err.filename == str(tmp_path / "000000010000000000000000.partial")
-    # Nothing from the bad page on can be reported flushed...
+    # Nothing from the bad page on is written or reported flushed...
     assert w.flush() == page * P
     # ...and the writer refuses more data.
     with pytest.raises(WalfastError, match="stopped after an earlier error"):
         w.write(w.write_lsn, b"x")
     w.close()
     assert w.flush_lsn == page * P
+    # The bad page was never written: the file holds the good pages only.
+    data = read(tmp_path, "000000010000000000000000.partial")
+    assert data[:page * P] == bad[:page * P]
+    assert data[page * P:] == bytes(MB - page * P)
 
 
 def test_long_header_checked_at_every_segment_start(tmp_path):

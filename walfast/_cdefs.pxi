@@ -7,7 +7,7 @@
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, strlen
 from libc.stdio cimport snprintf
-from libc.errno cimport ENOENT, errno
+from libc.errno cimport EINTR, ENOENT, ENOSPC, errno
 from posix.types cimport off_t
 
 cdef extern from "<fcntl.h>" nogil:
@@ -21,10 +21,9 @@ cdef extern from "<fcntl.h>" nogil:
 cdef extern from "<unistd.h>" nogil:
     int close(int fd)
     int fsync(int fd)
+    int fdatasync(int fd)
+    ssize_t pwrite(int fd, const void *buf, size_t count, off_t offset)
     int ftruncate(int fd, off_t length)
-    long sysconf(int name)
-    enum:
-        _SC_PAGESIZE
 
 cdef extern from "<sys/stat.h>" nogil:
     cdef struct stat:
@@ -33,17 +32,6 @@ cdef extern from "<sys/stat.h>" nogil:
 
 cdef extern from "<stdio.h>" nogil:
     int renameat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath)
-
-cdef extern from "<sys/mman.h>" nogil:
-    void *mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset)
-    int munmap(void *addr, size_t length)
-    int msync(void *addr, size_t length, int flags)
-    void *MAP_FAILED
-    enum:
-        PROT_READ
-        PROT_WRITE
-        MAP_SHARED
-        MS_SYNC
 
 cdef extern from "<time.h>" nogil:
     cdef struct timespec:

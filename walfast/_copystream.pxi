@@ -12,7 +12,6 @@
 # walfast/_libpq.py): the extension never links libpq itself.
 
 from libc.stdint cimport uintptr_t
-from libc.errno cimport EINTR
 
 cdef extern from "<dlfcn.h>" nogil:
     void *dlopen(const char *filename, int flags)
