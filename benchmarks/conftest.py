@@ -21,6 +21,7 @@ import platform
 import resource
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -246,6 +247,17 @@ def engine_bench(benchmark, request):
 
 # ------------------------------------------------------------------ hooks --
 
+def _git_describe(path: Path) -> str:
+    """Commit of the walfast source tree that was imported (``-dirty`` when
+    its working tree has changes: the build may not be the commit's)."""
+    try:
+        out = subprocess.run(["git", "-C", str(path), "describe", "--always", "--dirty"],
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
 def _machine_facts() -> dict:
     facts = {}
     try:
@@ -276,6 +288,7 @@ def _machine_facts() -> dict:
     facts["numpy"] = np.__version__
     facts["walfast"] = walfast.__version__
     facts["walfast_core"] = walfast._core.__file__
+    facts["walfast_git"] = _git_describe(Path(walfast.__file__).resolve().parent.parent)
     facts["postgresql"] = "n/a (synthetic stream, no server)"
     exp = os.environ.get("WALFAST_EXP_MMAP")
     if exp:
@@ -289,7 +302,7 @@ def pytest_report_header(config):
         f"cpu: {f.get('cpu_model')} x{f['cpus']}, kernel {f['kernel']}, THP {f.get('thp_enabled')}",
         f"output dir: {f['output_dir']} on {f['output_fs']}",
         f"python {f['python']}, cython {f['cython']}, numpy {f['numpy']}, "
-        f"walfast {f['walfast']} from {f['walfast_core']}",
+        f"walfast {f['walfast']} ({f['walfast_git']}) from {f['walfast_core']}",
         f"stream: {WAL_BYTES // MiB} MiB WAL, {SEGMENT_SIZE // MiB} MiB segments, "
         f"{MSG_SIZE // KiB} KiB XLogData, keepalive every {KEEPALIVE_EVERY}, "
         f"feed() reads of {READ_SIZE // KiB} KiB",
