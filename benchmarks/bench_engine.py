@@ -9,9 +9,9 @@ Groups (every round moves the same 256 MiB of WAL; see benchmarks/README.md):
 * ``memcpy``: the reference measured in the same run.  ``numpy``: np.copyto,
   16 MiB at a time, into a preallocated, already-touched 256 MiB array (memory
   bandwidth).  ``fresh_mmap[plain]``: the same copies into a fresh MAP_SHARED
-  mapping of a fresh posix_fallocate'd 16 MiB file per segment, as the engine
-  does (first-touch page faults and page-cache allocation included, no
-  sync); ``fresh_mmap[madv_hugepage]``: the same with MADV_HUGEPAGE.
+  mapping of a fresh posix_fallocate'd 16 MiB file per segment, as the
+  engine did before it moved to pwrite (first-touch page faults and
+  page-cache allocation included, no sync); ``fresh_mmap[madv_hugepage]``: the same with MADV_HUGEPAGE.
 * ``parse+copy``: StreamParser.feed of the raw stream in 256 KiB reads, or
   feed_copydata per payload, into SegmentWriter(sync=False).
 * ``parse+copy+flush``: the same with sync=True and writer.flush() whenever
