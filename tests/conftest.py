@@ -3,7 +3,7 @@
 Sections:
   * markers
   * PostgreSQL harness fixtures (pg_bindir, pg_cluster_factory, pg_cluster),
-    built on tests/pgcluster.py
+    built on walfast.cluster
   * collection / report hooks
 
 Engine fixtures belong in their own section below the harness ones.
@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-# Make tests/pgcluster.py importable as ``pgcluster`` regardless of how pytest
-# was invoked or whether tests/ later becomes a package.
+# Make the helpers in tests/ (wal_synth, refimpl) importable however pytest
+# was invoked.
 _TESTS_DIR = str(Path(__file__).resolve().parent)
 if _TESTS_DIR not in sys.path:
     sys.path.insert(0, _TESTS_DIR)
 
-from pgcluster import Cluster, find_bindir  # noqa: E402
+from walfast.cluster import Cluster, find_bindir  # noqa: E402
 
 # Fixtures that need a real server; tests using them get the marker.
 _PG_FIXTURES = frozenset({"pg_bindir", "pg_cluster", "pg_cluster_factory"})

@@ -1,4 +1,4 @@
-"""Tests of the throwaway-PostgreSQL harness (tests/pgcluster.py) itself."""
+"""Tests of the throwaway-PostgreSQL clusters (walfast.cluster) themselves."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pgcluster import Cluster
+from walfast.cluster import Cluster
 from walfast.lsn import parse_lsn
 
 XLOG_BLCKSZ = 8192

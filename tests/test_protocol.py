@@ -15,7 +15,7 @@ import psycopg
 import psycopg.errors
 import pytest
 
-from pgcluster import Cluster, free_port
+from walfast.cluster import Cluster, free_port
 from walfast.errors import ProtocolError, ServerMismatchError, WalfastError
 from walfast.lsn import history_file_name, parse_lsn
 from walfast.protocol import (

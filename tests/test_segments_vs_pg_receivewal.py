@@ -89,7 +89,7 @@ def _pg_receivewal_start(bindir: Path, conninfo: str, directory: Path) -> tuple[
 
 @pytest.fixture(scope="module", params=[1, 64], ids=["1MB", "64MB"])
 def server(request, pg_bindir):
-    from pgcluster import Cluster
+    from walfast.cluster import Cluster
     if not (pg_bindir / "pg_receivewal").exists():
         pytest.skip(f"no pg_receivewal in {pg_bindir}")
     with Cluster(pg_bindir, wal_segsize_mb=request.param) as c:

@@ -1,6 +1,7 @@
-"""Throwaway PostgreSQL clusters for walfast's integration tests.
+"""Throwaway PostgreSQL clusters, for ``walfast demo``, the tests and benchmarks.
 
-This module is the test harness's only contact with a real server.  It can
+Like asyncpg's ``cluster`` module, it ships in the package because the demo
+needs it too.  It is not part of the receiver.  It can
 
 * locate the PostgreSQL server binaries (:func:`find_bindir`),
 * create a private cluster in a temporary directory with a chosen WAL segment
@@ -10,9 +11,9 @@ This module is the test harness's only contact with a real server.  It can
   ``pg_wal`` so tests can compare what walfast received byte for byte with what
   the server wrote.
 
-It deliberately has no pytest dependency (``conftest.py`` does the wiring) and
-does not import ``walfast`` either, so a broken engine build cannot break the
-harness.  ``psycopg`` is imported lazily, only by the methods that talk SQL.
+It has no pytest dependency (the tests' ``conftest.py`` does the wiring) and
+does not import the compiled engine, so a broken engine build cannot break
+it.  ``psycopg`` is imported lazily, only by the methods that talk SQL.
 
 ``initdb`` refuses to run as root.  When the current process is root, every
 server tool (initdb, pg_ctl and the postmaster it starts) runs as the
@@ -61,14 +62,14 @@ _SCRUB_ENV = (
 )
 
 _HBA_CONF = """\
-# Written by walfast's tests/pgcluster.py: trust, loopback and unix socket only.
+# Written by walfast.cluster: trust, loopback and unix socket only.
 local   all           all                   trust
 local   replication   all                   trust
 host    all           all    127.0.0.1/32   trust
 host    replication   all    127.0.0.1/32   trust
 """
 
-_CONF_MARKER = "# ---- walfast test harness settings (tests/pgcluster.py) ----"
+_CONF_MARKER = "# ---- walfast throwaway cluster settings (walfast.cluster) ----"
 
 
 # --------------------------------------------------------------------------- #
@@ -156,7 +157,7 @@ def _tail(path: Path, lines: int = 40) -> str:
 def _complain(msg: str) -> None:
     # Not warnings.warn: the test suite turns warnings into errors, and
     # cleanup() must never raise.
-    print(f"pgcluster: {msg}", file=sys.stderr)
+    print(f"walfast.cluster: {msg}", file=sys.stderr)
 
 
 def _pid_alive(pid: int) -> bool:
