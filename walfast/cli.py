@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import logging
+import re
 import signal
 import sys
 from collections.abc import Sequence
@@ -26,7 +27,13 @@ from walfast import __version__
 from walfast.errors import WalfastError
 from walfast.lsn import parse_lsn
 from walfast.segments import check_directory
-from walfast.stream import ReceiveOutcome, StreamOptions, receive_to_directory
+from walfast.stream import (
+    NOTICE,
+    ReceiveOutcome,
+    StreamOptions,
+    error_text,
+    receive_to_directory,
+)
 
 PROG = "walfast"
 log = logging.getLogger("walfast")
@@ -56,7 +63,7 @@ def _receive_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     g.add_argument("-E", "--endpos", metavar="LSN", help="exit after receiving the specified LSN")
     g.add_argument("-n", "--no-loop", action="store_true", help="do not loop on connection lost")
     g.add_argument("--no-sync", action="store_true", help="do not wait for changes to be written safely to disk")
-    g.add_argument("-s", "--status-interval", metavar="SECS", type=int, default=10,
+    g.add_argument("-s", "--status-interval", metavar="SECS", default="10",
                    help="time between status packets sent to server (default: 10)")
     g.add_argument("-S", "--slot", metavar="SLOTNAME", help="replication slot to use")
     g.add_argument("--synchronous", action="store_true", help="flush write-ahead log immediately after writing")
@@ -98,7 +105,7 @@ def _setup_logging(verbose: bool) -> None:
     handler.setFormatter(_Formatter())
     root = logging.getLogger("walfast")
     root.handlers[:] = [handler]
-    root.setLevel(logging.INFO if verbose else logging.WARNING)
+    root.setLevel(logging.INFO if verbose else NOTICE)
     root.propagate = False
 
 
@@ -121,19 +128,39 @@ def _fail(message: str, hint: bool = False) -> int:
     return 1
 
 
+def _parse_int_option(value: str, name: str, lo: int, hi: int) -> int:
+    """pg_receivewal's option_parse_int (strtol, base 10, trailing blanks
+    allowed); raises UsageError with its messages."""
+    text = value.rstrip()
+    if not re.fullmatch(r"\s*[+-]?\d*", text) or text.strip() in ("+", "-"):
+        raise UsageError(f'invalid value "{value}" for option {name}')
+    number = int(text) if text.strip() else 0
+    if not lo <= number <= hi:
+        raise UsageError(f"{name} must be in range {lo}..{hi}")
+    return number
+
+
 def cmd_receive(args: argparse.Namespace) -> int:
-    if not args.directory:
-        return _fail("no target directory specified", hint=True)
-    if args.status_interval < 0 or args.status_interval > 2147483:
-        return _fail(f'invalid status interval "{args.status_interval}"', hint=True)
+    # pg_receivewal's order: option values (while parsing), stray arguments,
+    # incompatible options, required options, then the directory.
+    try:
+        status_interval = _parse_int_option(
+            args.status_interval, "-s/--status-interval", 0, 2147483647 // 1000)
+    except UsageError as e:
+        return _fail(str(e))
     endpos = None
     if args.endpos is not None:
         try:
             endpos = parse_lsn(args.endpos)
         except ValueError:
-            return _fail(f'could not parse end position "{args.endpos}"', hint=True)
+            return _fail(f'could not parse end position "{args.endpos}"')
+    extra = getattr(args, "extra", [])
+    if extra:
+        return _fail(f'too many command-line arguments (first is "{extra[0]}")', hint=True)
     if args.synchronous and args.no_sync:
         return _fail("cannot use --synchronous together with --no-sync", hint=True)
+    if not args.directory:
+        return _fail("no target directory specified", hint=True)
     directory = Path(args.directory)
     try:
         check_directory(directory)
@@ -141,12 +168,15 @@ def cmd_receive(args: argparse.Namespace) -> int:
         return _fail(f'could not open directory "{args.directory}": {e.strerror}')
 
     password = getpass.getpass("Password: ") if args.password and not args.no_password else None
-    conninfo = psycopg.conninfo.make_conninfo(
-        args.dbname, host=args.host, port=args.port, user=args.username, password=password,
-    )
+    try:
+        conninfo = psycopg.conninfo.make_conninfo(
+            args.dbname, host=args.host, port=args.port, user=args.username, password=password,
+        )
+    except psycopg.Error as e:  # a malformed connection string
+        return _fail(str(e).strip())
     options = StreamOptions(
         directory=directory, slot=args.slot, synchronous=args.synchronous,
-        status_interval=float(args.status_interval), sync=not args.no_sync, endpos=endpos,
+        status_interval=float(status_interval), sync=not args.no_sync, endpos=endpos,
     )
     stop = _StopFlag()
     signal.signal(signal.SIGINT, stop.handler)
@@ -154,8 +184,8 @@ def cmd_receive(args: argparse.Namespace) -> int:
     try:
         outcome = receive_to_directory(conninfo, options, should_stop=stop,
                                        loop=not args.no_loop)
-    except psycopg.OperationalError as e:
-        return _fail(str(e).strip())
+    except psycopg.Error as e:
+        return _fail(error_text(e))
     except (WalfastError, OSError) as e:
         return _fail(str(e))
     if outcome is ReceiveOutcome.DISCONNECTED:
@@ -166,9 +196,13 @@ def cmd_receive(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
     except UsageError as e:
         return _fail(str(e), hint=True)
+    options = [a for a in extra if a.startswith("-") and a != "-"]
+    if options or (extra and args.command is None):
+        return _fail(f"unrecognized arguments: {' '.join(options or extra)}", hint=True)
+    args.extra = extra  # stray arguments: reported by the command, as pg_receivewal does
     if args.command is None:
         parser.print_help(sys.stderr)
         return 1

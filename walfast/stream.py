@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,9 +30,17 @@ from walfast._libpq import psycopg_libpq_path
 from walfast.errors import TimelineError, WalfastError
 from walfast.lsn import format_lsn, history_file_name, parse_lsn, segment_start
 
-__all__ = ["ReceiveOutcome", "StreamOptions", "receive_to_directory", "stream_once"]
+__all__ = [
+    "NOTICE", "ReceiveOutcome", "StreamOptions", "error_text", "receive_to_directory",
+    "stream_once",
+]
 
 log = logging.getLogger("walfast.stream")
+
+#: Log level of the messages pg_receivewal prints even without --verbose
+#: (its unconditional pg_log_info calls), between INFO (-v only) and WARNING.
+NOTICE = 25
+logging.addLevelName(NOTICE, "NOTICE")
 
 #: Seconds between reconnection attempts (pg_receivewal's RECONNECT_SLEEP_TIME).
 RECONNECT_SLEEP = 5.0
@@ -103,21 +112,32 @@ def _choose_start(
     return lsn, timeline
 
 
-def _end_copy(pgconn: pq.abc.PGconn) -> tuple[int, int] | None:
+def _end_copy(pgconn: pq.abc.PGconn, *, server_ended: bool = False) -> tuple[int, int] | None:
     """Finish the COPY after the server or we ended it.
+
+    *server_ended*: libpq's PQgetCopyData returned -1.  Then, as
+    receivelog.c's HandleEndOfCopyStream, our CopyDone is sent only if the
+    server sent its CopyDone (a COPY_IN result: end of timeline); a server
+    shutting down sends CommandComplete without CopyDone, and libpq has no
+    COPY left to end.
 
     Returns ``(next_timeline, switch_lsn)`` when the server ended the
     timeline, None when it ended the stream (shutdown) or we stopped.
     """
     next_tli: tuple[int, int] | None = None
-    pgconn.put_copy_end()
-    pgconn.flush()
+    if not server_ended:
+        pgconn.put_copy_end()
+        pgconn.flush()
     while True:
         res = pgconn.get_result()
         if res is None:
             return next_tli
         status = pq.ExecStatus(res.status)
-        if status == pq.ExecStatus.COPY_OUT or status == pq.ExecStatus.COPY_BOTH:
+        if status == pq.ExecStatus.COPY_IN:
+            # The server sent CopyDone: answer with ours.
+            pgconn.put_copy_end()
+            pgconn.flush()
+        elif status == pq.ExecStatus.COPY_OUT or status == pq.ExecStatus.COPY_BOTH:
             # We sent CopyDone first: drain what the server still sends.
             while True:
                 n, _ = pgconn.get_copy_data(0)
@@ -135,24 +155,37 @@ def _end_copy(pgconn: pq.abc.PGconn) -> tuple[int, int] | None:
             except ValueError:
                 raise WalfastError(
                     f'could not parse next timeline\'s starting point "{pos_raw!r}"') from None
+        elif status == pq.ExecStatus.COMMAND_OK and next_tli is None:
+            # The stream is over and no next timeline follows.  A walsender
+            # that is shutting down exits right after this CommandComplete,
+            # without ReadyForQuery: waiting for more would only turn into
+            # "server closed the connection unexpectedly".
+            return None
         elif status == pq.ExecStatus.FATAL_ERROR:
+            # The server ended the stream with an error (e.g. the walsender
+            # was terminated): a lost connection, retried like one.
             msg = res.error_message.decode(errors="replace").strip()
-            raise WalfastError(f"unexpected termination of replication stream: {msg}")
+            raise psycopg.OperationalError(f"unexpected termination of replication stream: {msg}")
 
 
 def stream_once(
     conninfo: str, options: StreamOptions, *, should_stop: Callable[[], bool],
-    application_name: str = "walfast",
+    application_name: str = "walfast", conn: psycopg.Connection | None = None,
 ) -> ReceiveOutcome:
     """One connection's worth of pg_receivewal's StreamLog(): connect, pick
     the start, stream and follow timelines until the server goes away, the
     stop position is reached or *should_stop* returns true.
 
+    *conn*, when given, is an open replication connection
+    (:func:`walfast.protocol.connect`) to use instead of connecting; it is
+    closed either way.
+
     Connection failures raise :class:`psycopg.OperationalError`; bad data
     raises :class:`walfast.errors.WalfastError` subclasses.
     """
     _ensure_libpq()
-    conn = protocol.connect(conninfo, application_name=application_name)
+    if conn is None:
+        conn = protocol.connect(conninfo, application_name=application_name)
     try:
         protocol.check_server_version(conn)
         info = protocol.identify_system(conn)
@@ -229,14 +262,15 @@ def _stream_timeline(
             if event == _core.STOP_REACHED:
                 log.info("stopped log streaming at %s (timeline %d)",
                          format_lsn(writer.write_lsn), timeline)
-                writer.close()
+                _close_incomplete(writer)
+                _report_final(copy, options)
                 _end_copy(pgconn)
                 return ReceiveOutcome.ENDPOS_REACHED, None
             if event == _core.COPY_DONE:
-                writer.close()
-                next_tli = _end_copy(pgconn)
+                _close_incomplete(writer)
+                next_tli = _end_copy(pgconn, server_ended=True)
                 if next_tli is None:
-                    log.info("replication stream was terminated before stop point")
+                    log.error("replication stream was terminated before stop point")
                     return ReceiveOutcome.DISCONNECTED, None
                 _check_switch(next_tli, timeline, writer.write_lsn)
                 return ReceiveOutcome.DISCONNECTED, next_tli
@@ -246,12 +280,41 @@ def _stream_timeline(
                     f"could not receive data from WAL stream: {msg}")
             if should_stop():
                 log.info("received interrupt signal, exiting")
-                writer.close()
+                _close_incomplete(writer)
+                _report_final(copy, options)
                 _end_copy(pgconn)
                 return ReceiveOutcome.STOPPED, None
     finally:
         if not writer.closed:
             writer.close()
+
+
+def _report_final(copy: _core.CopyStream, options: StreamOptions) -> None:
+    """One last status update, after close() synced everything, so the slot
+    (or a synchronous primary) learns the final flush position.  pg_receivewal
+    sends none, so its slot lags by up to a segment after a clean stop."""
+    if options.report_flush and not copy.send_status():
+        log.debug("could not send the final status update")
+
+
+def _close_incomplete(writer: _core.SegmentWriter) -> None:
+    """Close the writer; as receivelog.c's close_walfile, say so when that
+    leaves a segment incomplete (printed without -v too)."""
+    path = writer.current_file
+    writer.close()
+    if path is not None:
+        log.log(NOTICE, 'not renaming "%s", segment is not complete', os.path.basename(path))
+
+
+def error_text(exc: BaseException) -> str:
+    """The message of a psycopg error as libpq (and pg_receivewal) words it:
+    without the "connection failed: " / "connection is bad: " prefixes
+    psycopg adds to a failed connection attempt."""
+    text = str(exc).strip()
+    for prefix in ("connection failed: ", "connection is bad: "):
+        if text.startswith(prefix):
+            return text[len(prefix):]
+    return text
 
 
 def _check_switch(next_tli: tuple[int, int], timeline: int, stop_lsn: int) -> None:
@@ -285,22 +348,23 @@ def receive_to_directory(
     :attr:`ReceiveOutcome.DISCONNECTED`.  The first connection's failure is
     raised either way (as pg_receivewal exits when it cannot connect at all).
     """
-    first = True
+    # As pg_receivewal's main(): only a failure of the very first connection
+    # is fatal; once connected, errors end the session like a disconnection.
+    conn: psycopg.Connection | None = protocol.connect(
+        conninfo, application_name=application_name)
     while True:
         try:
             outcome = stream_once(conninfo, options, should_stop=should_stop,
-                                  application_name=application_name)
+                                  application_name=application_name, conn=conn)
         except psycopg.OperationalError as e:
-            if first:
-                raise
-            log.error("%s", str(e).strip())
+            log.error("%s", error_text(e))
             outcome = ReceiveOutcome.DISCONNECTED
-        first = False
+        conn = None
         if outcome is not ReceiveOutcome.DISCONNECTED or not loop:
             return outcome
         if should_stop():
             return ReceiveOutcome.STOPPED
-        log.info("disconnected; waiting %d seconds to try again", RECONNECT_SLEEP)
+        log.log(NOTICE, "disconnected; waiting %d seconds to try again", RECONNECT_SLEEP)
         deadline = time.monotonic() + RECONNECT_SLEEP
         while time.monotonic() < deadline:
             if should_stop():

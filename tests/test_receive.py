@@ -1,0 +1,629 @@
+"""``walfast receive`` against a real PostgreSQL server, side by side with
+pg_receivewal.
+
+Both programs run as subprocesses through their command lines.  What they
+write is compared with the server's own ``pg_wal`` files and with each
+other: completed segments byte for byte, the ``.partial`` segment up to the
+end of the WAL the server had flushed, file names exactly.
+
+Timing: each test generates only a few segments of WAL (1 MiB segments
+unless the segment size is the point); the slowest are marked ``slow``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from receivers import (  # noqa: F401  (procs is a fixture)
+    assert_completed_like_pg_wal,
+    completed_files,
+    holds_wal,
+    mismatch,
+    partial_files,
+    procs,
+    replication_rows,
+    segno_of,
+    wait_streaming,
+    wait_until,
+    wal_files,
+)
+from walfast.lsn import format_lsn, parse_lsn
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def bindir(pg_bindir):
+    if not (pg_bindir / "pg_receivewal").exists():
+        pytest.skip(f"no pg_receivewal in {pg_bindir}")
+    return pg_bindir
+
+
+def _dirs(tmp_path: Path, *names: str) -> list[Path]:
+    out = []
+    for n in names:
+        d = tmp_path / n
+        d.mkdir()
+        out.append(d)
+    return out
+
+
+def _insert_lsn(cluster) -> int:
+    (lsn,), = cluster.execute("SELECT pg_current_wal_insert_lsn()::text")
+    return parse_lsn(lsn)
+
+
+def _small_commit(cluster) -> int:
+    """Commit one row; return the WAL position right after it."""
+    with cluster.connect() as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS walfast_fill (id bigint, payload text)")
+        conn.execute("INSERT INTO walfast_fill VALUES (-1, 'tail')")
+        return parse_lsn(conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0])
+
+
+def _same_output(wf, pg) -> None:
+    """walfast printed exactly what pg_receivewal printed, program name
+    aside, and except that pg_receivewal -v prints its stop message twice
+    (its stop callback runs again after the file is closed): walfast once."""
+    ours = wf.stderr().replace("walfast: ", "PROG: ").splitlines()
+    theirs = pg.stderr().replace("pg_receivewal: ", "PROG: ").splitlines()
+    once = ("PROG: received interrupt signal, exiting", "PROG: stopped log streaming at ")
+    deduplicated: list[str] = []
+    for line in theirs:
+        if line.startswith(once) and line in deduplicated:
+            continue
+        deduplicated.append(line)
+    assert ours == deduplicated
+
+
+def _assert_partial_like_pg_wal(directory: Path, cluster, name: str, upto: int) -> None:
+    """The .partial holds the server's bytes up to *upto* and is full-size."""
+    path = directory / (name + ".partial")
+    assert path.stat().st_size == cluster.wal_segment_size, f"{path} is not full-size"
+    problem = mismatch(directory, cluster, segno_of(name, cluster) * cluster.wal_segment_size,
+                       upto)
+    assert problem is None, f"{directory}: {problem}"
+
+
+# --------------------------------------------------------------------------- #
+# 1 + 2: several segments, side by side, over TCP, TLS and the unix socket
+# --------------------------------------------------------------------------- #
+
+def _side_by_side(cluster, bindir, procs, tmp_path, conninfo, nsegments, *,
+                  check_connections=None):
+    """Start walfast and pg_receivewal together (-n, -v), stream *nsegments*
+    segments of WAL plus the start of one more, stop both with SIGINT and
+    compare everything.  Returns the directories."""
+    wf_dir, pg_dir = _dirs(tmp_path, "walfast", "pg_receivewal")
+    seg = cluster.wal_segment_size
+    wf = procs.walfast("-D", str(wf_dir), "-d", conninfo, "-n", "-v")
+    pg = procs.pg_receivewal(bindir, "-D", str(pg_dir), "-d", conninfo, "-n", "-v")
+    rows = wait_streaming(cluster, ["walfast", "pg_receivewal"], [wf, pg])
+    if check_connections is not None:
+        check_connections(rows)
+    start, tli = wf.start_position()
+    assert (start, tli) == pg.start_position(), "the two did not start at the same place"
+    assert start % seg == 0 and tli == 1
+
+    cluster.generate_wal(nsegments * seg)
+    cluster.switch_wal()
+    end = _small_commit(cluster)           # some WAL in the next segment: a .partial
+    last_segno = end // seg
+    assert end % seg != 0
+    expected = [cluster.segment_name(s) for s in range(start // seg, last_segno)]
+    expected.append(cluster.segment_name(last_segno) + ".partial")
+    assert len(expected) >= nsegments + 1
+
+    for d, p in ((wf_dir, wf), (pg_dir, pg)):
+        wait_until(lambda: wal_files(d) == expected and holds_wal(d, cluster, start, end),
+                   f"{p.name} to receive up to {format_lsn(end)}", 120, [wf, pg])
+    assert wf.interrupt() == 0, wf.stderr()
+    assert pg.interrupt() == 0, pg.stderr()
+
+    assert "Traceback" not in wf.stderr()
+    assert wal_files(wf_dir) == wal_files(pg_dir) == expected
+    for name in expected[:-1]:
+        data = (wf_dir / name).read_bytes()
+        assert len(data) == seg
+        assert data == (cluster.pg_wal / name).read_bytes(), f"walfast's {name} differs from pg_wal"
+        assert data == (pg_dir / name).read_bytes(), f"walfast's {name} differs from pg_receivewal's"
+    partial = expected[-1][:24]
+    for d in (wf_dir, pg_dir):
+        _assert_partial_like_pg_wal(d, cluster, partial, end)
+    if _insert_lsn(cluster) == end:
+        # Nothing was written after our last commit: both received exactly
+        # the same bytes, and the rest of both files is zeros.
+        assert (wf_dir / expected[-1]).read_bytes() == (pg_dir / expected[-1]).read_bytes()
+    # The same messages: start, each finished segment, the interrupt, the
+    # .partial left incomplete.
+    assert wf.stderr().count("finished segment at") == len(expected) - 1
+    _same_output(wf, pg)
+    return wf_dir, pg_dir
+
+
+@pytest.mark.parametrize("segsize_mb, nsegments", [
+    pytest.param(1, 3, id="1MiB"),
+    pytest.param(16, 2, id="16MiB"),
+    pytest.param(64, 2, marks=pytest.mark.slow, id="64MiB"),
+])
+def test_segments_identical_to_pg_wal_and_pg_receivewal(
+        pg_cluster_factory, bindir, procs, tmp_path, segsize_mb, nsegments):
+    cluster = pg_cluster_factory(wal_segsize_mb=segsize_mb, autovacuum=False)
+
+    def tcp(rows):
+        assert rows["walfast"]["client_addr"] == "127.0.0.1/32"
+
+    _side_by_side(cluster, bindir, procs, tmp_path, cluster.conninfo(), nsegments,
+                  check_connections=tcp)
+
+
+@pytest.fixture
+def tls_files():
+    """A self-signed server certificate and key, readable by the server's
+    user only (a directory outside the test's tmp_path, which the postgres
+    user may not be able to traverse)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl command")
+    d = Path(tempfile.mkdtemp(prefix="walfast-tls-"))
+    try:
+        crt, key = d / "server.crt", d / "server.key"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+             "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(crt)],
+            check=True, capture_output=True, timeout=60)
+        key.chmod(0o600)
+        if os.geteuid() == 0:
+            import pwd
+            pw = pwd.getpwnam("postgres")
+            for p in (d, crt, key):
+                os.chown(p, pw.pw_uid, pw.pw_gid)
+        d.chmod(0o700)
+        yield crt, key
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_over_tls(pg_cluster_factory, bindir, procs, tmp_path, tls_files):
+    crt, key = tls_files
+    cluster = pg_cluster_factory(wal_segsize_mb=1, autovacuum=False, ssl=True,
+                                 ssl_cert_file=str(crt), ssl_key_file=str(key))
+
+    def both_use_ssl(rows):
+        ssl = dict(cluster.execute(
+            "SELECT r.application_name, s.ssl FROM pg_stat_replication r "
+            "JOIN pg_stat_ssl s ON s.pid = r.pid"))
+        assert ssl == {"walfast": True, "pg_receivewal": True}
+
+    _side_by_side(cluster, bindir, procs, tmp_path, cluster.conninfo(sslmode="require"), 3,
+                  check_connections=both_use_ssl)
+
+
+def test_over_unix_socket(pg_cluster, bindir, procs, tmp_path):
+    def unix(rows):
+        # A unix-socket client has no address.
+        assert rows["walfast"]["client_addr"] is None
+        assert rows["pg_receivewal"]["client_addr"] is None
+
+    _side_by_side(pg_cluster, bindir, procs, tmp_path, pg_cluster.conninfo(via="unix"), 3,
+                  check_connections=unix)
+
+
+# --------------------------------------------------------------------------- #
+# 3: resume from the directory
+# --------------------------------------------------------------------------- #
+
+def test_resume_reopens_partial(pg_cluster, procs, tmp_path):
+    cluster = pg_cluster
+    seg = cluster.wal_segment_size
+    (d,) = _dirs(tmp_path, "wal")
+    conninfo = cluster.conninfo()
+
+    first = procs.walfast("-D", str(d), "-d", conninfo, "-v")
+    wait_streaming(cluster, ["walfast"], [first])
+    start, _ = first.start_position()
+    cluster.generate_wal(seg + seg // 2)
+    mid = _small_commit(cluster)
+    assert mid % seg != 0
+    wait_until(lambda: holds_wal(d, cluster, start, mid), "the first run's WAL", 60, [first])
+    assert first.interrupt() == 0
+    assert "received interrupt signal, exiting" in first.stderr()
+    partial = cluster.segment_name(mid // seg) + ".partial"
+    assert partial_files(d) == [partial]
+    assert (d / partial).stat().st_size == seg
+    completed_before = completed_files(d)
+    assert completed_before
+
+    # More WAL while walfast is not running, then resume.
+    cluster.generate_wal(seg + seg // 2)
+    cluster.switch_wal()
+    end = _small_commit(cluster)
+    second = procs.walfast("-D", str(d), "-d", conninfo, "-v")
+    resumed_at, tli = second.start_position()
+    assert (resumed_at, tli) == ((mid // seg) * seg, 1), "did not resume at the .partial"
+    wait_until(lambda: holds_wal(d, cluster, start, end), "the second run's WAL", 60, [second])
+    assert second.interrupt() == 0
+    assert "Traceback" not in first.stderr() + second.stderr()
+
+    names = assert_completed_like_pg_wal(d, cluster)
+    assert names[:len(completed_before)] == completed_before
+    assert partial[:24] in names, "the reopened .partial was not completed"
+    assert segno_of(names[-1], cluster) == end // seg - 1
+    assert partial_files(d) == [cluster.segment_name(end // seg) + ".partial"]
+    _assert_partial_like_pg_wal(d, cluster, cluster.segment_name(end // seg), end)
+    assert mismatch(d, cluster, start, end) is None
+
+
+# --------------------------------------------------------------------------- #
+# 4: replication slot
+# --------------------------------------------------------------------------- #
+
+def _restart_lsn(cluster, slot: str) -> int:
+    (lsn,), = cluster.execute(
+        "SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = %s", (slot,))
+    return parse_lsn(lsn)
+
+
+def test_slot_advances_never_past_synced(pg_cluster, procs, tmp_path):
+    cluster = pg_cluster
+    seg = cluster.wal_segment_size
+    (d,) = _dirs(tmp_path, "wal")
+    cluster.execute("SELECT pg_create_physical_replication_slot('walfast_slot', true)")
+    initial = _restart_lsn(cluster, "walfast_slot")
+    # Some WAL before walfast starts: it must start from the slot, not from
+    # the server's current position.
+    cluster.generate_wal(seg // 2)
+
+    wf = procs.walfast("-D", str(d), "-d", cluster.conninfo(), "-S", "walfast_slot", "-s", "1",
+                       "-v")
+    start, _ = wf.start_position()
+    assert start == initial - initial % seg, "did not start at the slot's restart_lsn"
+
+    # walfast's first status update confirms its start position, the start
+    # of the slot's segment (pg_receivewal's first one does the same), which
+    # may be before the slot's initial restart_lsn; from then on the
+    # confirmed position only grows.
+    seen = [initial]
+
+    def check_slot() -> int:
+        lsn = _restart_lsn(cluster, "walfast_slot")
+        seen.append(lsn)
+        if lsn == initial:      # not confirmed by walfast yet
+            return lsn
+        confirmed = [x for x in seen[:-1] if x != initial]
+        assert lsn >= (confirmed[-1] if confirmed else start), "restart_lsn went backwards"
+        problem = mismatch(d, cluster, start, lsn)
+        assert problem is None, \
+            f"restart_lsn {format_lsn(lsn)} is past what walfast wrote: {problem}"
+        return lsn
+
+    for _ in range(4):
+        cluster.generate_wal(seg // 2 + 12345)
+        for _ in range(5):
+            check_slot()
+            time.sleep(0.1)
+    end = _small_commit(cluster)
+    assert end % seg != 0
+    # The slot follows within a status interval (walfast flushes before each
+    # periodic status update), even in the middle of a segment.
+    wait_until(lambda: check_slot() >= end, f"restart_lsn to reach {format_lsn(end)}", 20, [wf])
+    assert wf.interrupt() == 0
+    final = check_slot()
+    assert final >= end
+    assert len(set(seen)) >= 3, f"restart_lsn barely moved: {[format_lsn(x) for x in seen]}"
+    assert_completed_like_pg_wal(d, cluster)
+    _assert_partial_like_pg_wal(d, cluster, cluster.segment_name(end // seg), end)
+
+
+# --------------------------------------------------------------------------- #
+# 5: the primary shuts down while streaming
+# --------------------------------------------------------------------------- #
+
+def _end_of_wal(cluster) -> int:
+    """End of the last record (the shutdown checkpoint) of a stopped server:
+    pg_controldata's latest checkpoint location plus its length by
+    pg_waldump, MAXALIGNed as the server's insert position is."""
+    out = subprocess.run([str(cluster.bindir / "pg_controldata"), str(cluster.datadir)],
+                         capture_output=True, text=True, check=True, timeout=60).stdout
+    info = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    assert info["Database cluster state"].strip() == "shut down"
+    ckpt = parse_lsn(info["Latest checkpoint location"].strip())
+    dump = subprocess.run(
+        [str(cluster.bindir / "pg_waldump"), "-p", str(cluster.pg_wal), "-s", format_lsn(ckpt)],
+        capture_output=True, text=True, timeout=60)
+    records = [line for line in dump.stdout.splitlines() if line.startswith("rmgr:")]
+    assert records and "CHECKPOINT_SHUTDOWN" in records[0], dump.stdout + dump.stderr
+    assert len(records) == 1, "WAL after the shutdown checkpoint?\n" + dump.stdout
+    total = int(records[0].split("len (rec/tot):", 1)[1].split(",")[0].split("/")[1])
+    end = ckpt + total
+    return (end + 7) & ~7
+
+
+def test_primary_fast_shutdown(pg_cluster, bindir, procs, tmp_path):
+    cluster = pg_cluster
+    seg = cluster.wal_segment_size
+    wf_dir, pg_dir = _dirs(tmp_path, "walfast", "pg_receivewal")
+    conninfo = cluster.conninfo()
+    wf = procs.walfast("-D", str(wf_dir), "-d", conninfo, "-n", "-v")
+    pg = procs.pg_receivewal(bindir, "-D", str(pg_dir), "-d", conninfo, "-n", "-v")
+    wait_streaming(cluster, ["walfast", "pg_receivewal"], [wf, pg])
+    start, _ = wf.start_position()
+    assert pg.start_position()[0] == start
+    cluster.generate_wal(seg + seg // 3)
+
+    cluster.stop("fast")
+    end = _end_of_wal(cluster)
+    assert wf.wait() == 1
+    assert pg.wait() == 1
+
+    for d in (wf_dir, pg_dir):
+        assert_completed_like_pg_wal(d, cluster)
+        name = cluster.segment_name((end - 1) // seg)
+        assert partial_files(d) == [name + ".partial"]
+        # Every byte up to the end of the shutdown checkpoint, nothing after.
+        _assert_partial_like_pg_wal(d, cluster, name, end)
+        data = (d / (name + ".partial")).read_bytes()
+        assert data[end % seg:].count(0) == seg - end % seg, f"{d}: bytes after the end of WAL"
+    assert wal_files(wf_dir) == wal_files(pg_dir)
+    for name in wal_files(wf_dir):
+        assert (wf_dir / name).read_bytes() == (pg_dir / name).read_bytes(), name
+
+    assert wf.stderr().splitlines()[-2:] == [
+        "walfast: error: replication stream was terminated before stop point",
+        "walfast: error: disconnected",
+    ]
+    _same_output(wf, pg)
+
+
+@pytest.mark.slow
+def test_primary_restart_is_retried_without_no_loop(pg_cluster, bindir, procs, tmp_path):
+    """Without -n both log the disconnection, wait 5 s, reconnect and go on
+    where they stopped."""
+    cluster = pg_cluster
+    seg = cluster.wal_segment_size
+    wf_dir, pg_dir = _dirs(tmp_path, "walfast", "pg_receivewal")
+    conninfo = cluster.conninfo()
+    wf = procs.walfast("-D", str(wf_dir), "-d", conninfo, "-v")
+    pg = procs.pg_receivewal(bindir, "-D", str(pg_dir), "-d", conninfo, "-v")
+    wait_streaming(cluster, ["walfast", "pg_receivewal"], [wf, pg])
+    start, _ = wf.start_position()
+    cluster.generate_wal(seg // 2)
+    cluster.stop("fast")
+    for p in (wf, pg):
+        wait_until(lambda: "disconnected; waiting 5 seconds to try again" in p.stderr(),
+                   f"{p.name} to wait for a retry", 30, [wf, pg])
+    cluster.start()
+    cluster.generate_wal(seg + seg // 2)
+    cluster.switch_wal()
+    end = _small_commit(cluster)
+    for d, p in ((wf_dir, wf), (pg_dir, pg)):
+        wait_until(lambda: holds_wal(d, cluster, start, end),
+                   f"{p.name} to receive up to {format_lsn(end)}", 60, [wf, pg])
+    assert wf.interrupt() == 0
+    assert pg.interrupt() == 0
+    assert wf.stderr().count("starting log streaming at") == 2
+    _same_output(wf, pg)
+    assert wal_files(wf_dir) == wal_files(pg_dir)
+    assert completed_files(wf_dir) == assert_completed_like_pg_wal(wf_dir, cluster)
+    for name in completed_files(wf_dir):
+        assert (wf_dir / name).read_bytes() == (pg_dir / name).read_bytes(), name
+
+
+def test_walsender_terminated_no_loop(pg_cluster, bindir, procs, tmp_path):
+    """pg_terminate_backend on the walsender: the stream ends with an
+    ErrorResponse; both report it the same way and, with -n, exit 1."""
+    cluster = pg_cluster
+    wf_dir, pg_dir = _dirs(tmp_path, "walfast", "pg_receivewal")
+    conninfo = cluster.conninfo()
+    wf = procs.walfast("-D", str(wf_dir), "-d", conninfo, "-n")
+    pg = procs.pg_receivewal(bindir, "-D", str(pg_dir), "-d", conninfo, "-n")
+    wait_streaming(cluster, ["walfast", "pg_receivewal"], [wf, pg])
+    cluster.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_replication")
+    assert wf.wait() == 1
+    assert pg.wait() == 1
+    assert "terminating connection due to administrator command" in wf.stderr()
+    _same_output(wf, pg)
+
+
+# --------------------------------------------------------------------------- #
+# 6: --synchronous as a synchronous standby
+# --------------------------------------------------------------------------- #
+
+@pytest.fixture
+def sync_standby_reset():
+    """Reset synchronous_standby_names on the clusters given, at teardown."""
+    clusters = []
+    yield clusters.append
+    for c in clusters:
+        if c.running:
+            try:
+                with c.connect() as conn:
+                    conn.execute("ALTER SYSTEM RESET synchronous_standby_names")
+                    conn.execute("SELECT pg_reload_conf()")
+            except psycopg.Error:
+                pass
+
+
+def test_synchronous_standby(pg_cluster_factory, procs, tmp_path, sync_standby_reset):
+    cluster = pg_cluster_factory(wal_segsize_mb=1, autovacuum=False)
+    (d,) = _dirs(tmp_path, "wal")
+    wf = procs.walfast("-D", str(d), "-d", cluster.conninfo(), "--synchronous", "-v")
+    rows = wait_streaming(cluster, ["walfast"], [wf])
+    assert rows["walfast"]["sync_state"] == "async"
+    start, _ = wf.start_position()
+    cluster.execute("CREATE TABLE sync_t (id int)")
+
+    sync_standby_reset(cluster)
+    with cluster.connect() as conn:
+        conn.execute("ALTER SYSTEM SET synchronous_standby_names = 'walfast'")
+        conn.execute("SELECT pg_reload_conf()")
+    wait_until(lambda: replication_rows(cluster)["walfast"]["sync_state"] == "sync",
+               "walfast to become the synchronous standby", 20, [wf])
+
+    with cluster.connect() as conn:
+        notices: list[str] = []
+        conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
+        for i in range(5):
+            # statement_timeout does not cover the wait for the standby (it is
+            # disabled before the commit), so cancel from a timer instead: a
+            # cancelled wait commits with a WARNING, caught below.
+            timer = threading.Timer(10, conn.cancel_safe)
+            timer.start()
+            t0 = time.monotonic()
+            try:
+                conn.execute("BEGIN")
+                conn.execute("INSERT INTO sync_t VALUES (%s)", (i,))
+                before_commit = parse_lsn(conn.execute(
+                    "SELECT pg_current_wal_insert_lsn()::text").fetchone()[0])
+                conn.execute("COMMIT")
+                after = parse_lsn(conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0])
+                row = conn.execute(
+                    "SELECT flush_lsn::text, sync_state FROM pg_stat_replication "
+                    "WHERE application_name = 'walfast'").fetchone()
+            finally:
+                timer.cancel()
+            elapsed = time.monotonic() - t0
+            assert not notices, f"commit {i} was not acknowledged: {notices}"
+            assert elapsed < 10
+            flush, sync_state = parse_lsn(row[0]), row[1]
+            assert sync_state == "sync"
+            # The commit record starts at or after before_commit and ends at
+            # or before after; the commit returned, so it was acknowledged.
+            assert flush > before_commit
+            assert flush >= after or _insert_lsn(cluster) > after, \
+                f"flush {format_lsn(flush)} < commit end {format_lsn(after)}"
+            # What walfast acknowledged as flushed is in its files.
+            assert mismatch(d, cluster, start, flush) is None
+    assert wf.interrupt() == 0
+
+
+# --------------------------------------------------------------------------- #
+# 7: --endpos
+# --------------------------------------------------------------------------- #
+
+def test_endpos_stops_where_pg_receivewal_stops(pg_cluster, bindir, procs, tmp_path):
+    cluster = pg_cluster
+    seg = cluster.wal_segment_size
+    cluster.generate_wal(4 * seg)
+    cluster.switch_wal()
+    completed = [p.name for p in cluster.completed_segments()]
+    first = completed[-4]
+    a = segno_of(first, cluster)
+    assert cluster.segment_name(a + 2) in completed
+    # Both directories start with segment a: both resume at a + 1.
+    wf_dir, pg_dir = _dirs(tmp_path, "walfast", "pg_receivewal")
+    for d in (wf_dir, pg_dir):
+        shutil.copyfile(cluster.pg_wal / first, d / first)
+    endpos = (a + 2) * seg + seg // 2 + 1234
+    e = format_lsn(endpos)
+    conninfo = cluster.conninfo()
+    wf = procs.walfast("-D", str(wf_dir), "-d", conninfo, "-E", e, "-n", "-v")
+    pg = procs.pg_receivewal(bindir, "-D", str(pg_dir), "-d", conninfo, "-E", e, "-n", "-v")
+    assert wf.wait() == 0, wf.stderr()
+    assert pg.wait() == 0, pg.stderr()
+    assert wf.start_position() == pg.start_position() == ((a + 1) * seg, 1)
+
+    expected = [first, cluster.segment_name(a + 1), cluster.segment_name(a + 2) + ".partial"]
+    assert wal_files(wf_dir) == wal_files(pg_dir) == expected
+    for name in expected:
+        assert (wf_dir / name).read_bytes() == (pg_dir / name).read_bytes(), name
+    assert_completed_like_pg_wal(wf_dir, cluster)
+    _assert_partial_like_pg_wal(wf_dir, cluster, expected[-1][:24], endpos)
+    assert "stopped log streaming at" in wf.stderr()
+    _same_output(wf, pg)
+
+
+# --------------------------------------------------------------------------- #
+# timeline switch: streaming from a standby that is promoted
+# --------------------------------------------------------------------------- #
+
+@pytest.fixture
+def standby_factory(pg_bindir):
+    """``make(primary) -> Cluster``: a started streaming standby of *primary*
+    (pg_basebackup -R), stopped and deleted at teardown."""
+    from walfast.cluster import Cluster, free_port
+
+    made: list[Cluster] = []
+
+    def make(primary):
+        sb = Cluster(pg_bindir, wal_segsize_mb=primary.wal_segsize_mb)
+        made.append(sb)
+        # Cluster.init() runs initdb; a standby is made by pg_basebackup
+        # instead, in the same kind of private directory.
+        sb.base = Path(tempfile.mkdtemp(prefix="walfast-pg-"))
+        sb.socket_dir.mkdir()
+        if sb._pw is not None:
+            for p in (sb.base, sb.socket_dir):
+                os.chown(p, sb._pw.pw_uid, sb._pw.pw_gid)
+        sb._run("pg_basebackup", "-D", str(sb.datadir), "-d", primary.conninfo(), "-R",
+                "-X", "stream", "-c", "fast", "--no-sync")
+        # The copied postgresql.conf carries the primary's port and socket
+        # directory; the standby's own settings block goes after them.
+        sb._orig_conf = (sb.datadir / "postgresql.conf").read_text()
+        sb.port = free_port()
+        sb._write_conf()
+        sb.start()
+        return sb
+
+    yield make
+    for sb in made:
+        sb.cleanup()
+
+
+def test_timeline_switch_on_promotion(pg_cluster, standby_factory, bindir, procs, tmp_path):
+    """Both receivers stream from a standby; it is promoted: the walsender
+    ends timeline 1, both follow onto timeline 2 on the same connection."""
+    primary = pg_cluster
+    seg = primary.wal_segment_size
+    primary.execute("CREATE TABLE walfast_fill (id bigint, payload text)")
+    standby = standby_factory(primary)
+    wf_dir, pg_dir = _dirs(tmp_path, "walfast", "pg_receivewal")
+    conninfo = standby.conninfo()
+    wf = procs.walfast("-D", str(wf_dir), "-d", conninfo, "-n", "-v")
+    pg = procs.pg_receivewal(bindir, "-D", str(pg_dir), "-d", conninfo, "-n", "-v")
+    wait_streaming(standby, ["walfast", "pg_receivewal"], [wf, pg])
+    start, tli = wf.start_position()
+    assert tli == 1 and pg.start_position() == (start, 1)
+
+    primary.generate_wal(seg + seg // 2)
+    lsn = _small_commit(primary)
+    wait_until(lambda: all(holds_wal(d, primary, start, lsn) for d in (wf_dir, pg_dir)),
+               "both to receive the primary's WAL through the standby", 60, [wf, pg])
+
+    (promoted,), = standby.execute("SELECT pg_promote(true, 60)")
+    assert promoted
+    (tli_name,), = standby.execute("SELECT pg_walfile_name(pg_current_wal_lsn())")
+    assert tli_name.startswith("00000002")
+    standby.generate_wal(seg)
+    standby.switch_wal()
+    end = _small_commit(standby)
+    new_partial = standby.segment_name(end // seg, timeline=2) + ".partial"
+    for d, p in ((wf_dir, wf), (pg_dir, pg)):
+        wait_until(lambda: new_partial in wal_files(d) and holds_wal(d, standby, end - end % seg,
+                                                                      end, timeline=2),
+                   f"{p.name} to follow timeline 2", 60, [wf, pg])
+    assert wf.interrupt() == 0
+    assert pg.interrupt() == 0
+
+    names = wal_files(wf_dir)
+    assert names == wal_files(pg_dir)
+    old_partials = [n for n in names if n.startswith("00000001") and n.endswith(".partial")]
+    assert len(old_partials) == 1, names
+    assert new_partial in names
+    for name in names:
+        assert (wf_dir / name).read_bytes() == (pg_dir / name).read_bytes(), name
+    for name in completed_files(wf_dir):
+        assert (wf_dir / name).read_bytes() == (standby.pg_wal / name).read_bytes(), name
+    history = "00000002.history"
+    assert (wf_dir / history).read_bytes() == (pg_dir / history).read_bytes() \
+        == (standby.pg_wal / history).read_bytes()
+    assert "switched to timeline 2 at" in wf.stderr()
+    _same_output(wf, pg)
