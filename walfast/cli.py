@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     _receive_parser(sub)
+    sub.add_parser("demo", add_help=False,
+                   help="stream a throwaway local primary's WAL and check it (walfast demo --help)")
     return parser
 
 
@@ -194,6 +196,11 @@ def cmd_receive(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["demo"]:
+        from walfast import demo
+
+        return demo.main(argv[1:])
     parser = build_parser()
     try:
         args, extra = parser.parse_known_args(argv)

@@ -115,7 +115,11 @@ def run_demo(segment_size_mb: int = 16, wal_mb: int = 256, keep: bool = False) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="walfast demo", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="walfast demo",
+        description="Start a throwaway local PostgreSQL primary, generate WAL, stream it with "
+        "walfast receive, check every segment byte for byte against the primary's pg_wal, "
+        "report the speed, and remove everything.")
     p.add_argument("--segment-size", type=int, default=16, metavar="MB",
                    help="WAL segment size of the throwaway primary (default 16)")
     p.add_argument("--wal", type=int, default=256, metavar="MB",
