@@ -58,6 +58,12 @@ class SegmentWriter:
     def current_file(self) -> str | None: ...
     @property
     def closed(self) -> bool: ...
+    @property
+    def stop_lsn(self) -> int: ...
+    @stop_lsn.setter
+    def stop_lsn(self, value: int) -> None: ...
+    @property
+    def stop_reached(self) -> bool: ...
 
 class StreamParser:
     """Parse a physical replication stream into a SegmentWriter."""
@@ -83,6 +89,37 @@ class StreamParser:
     def wal_bytes(self) -> int: ...
     @property
     def in_frame(self) -> bool: ...
+
+TICK: int
+COPY_DONE: int
+CONN_ERROR: int
+STOP_REACHED: int
+INTERRUPTED: int
+
+def load_libpq(path: str) -> int: ...
+
+class CopyStream:
+    """The compiled receive loop over a started physical replication COPY."""
+
+    parser: StreamParser
+    def __init__(
+        self,
+        pgconn_ptr: int,
+        parser: StreamParser,
+        *,
+        report_flush: bool,
+        synchronous: bool,
+        status_interval: float,
+        flush_bytes: int = 0,
+    ) -> None: ...
+    def run(self, max_seconds: float = 0.1) -> int: ...
+    def send_status(self) -> bool: ...
+    @property
+    def status_updates(self) -> int: ...
+    @property
+    def last_status_time(self) -> int: ...
+    @property
+    def last_receipt_time(self) -> int: ...
 
 def encode_status_update(
     write_lsn: int, flush_lsn: int, apply_lsn: int, send_time: int, reply_requested: bool = False

@@ -33,9 +33,9 @@ def psycopg_libpq_path() -> str:
     """Path (or soname) of the libpq library psycopg's connections live in."""
     impl = psycopg.pq.__impl__
     if impl == "python":
-        from psycopg.pq import _pq_ctypes  # type: ignore[attr-defined]
+        from psycopg.pq import _pq_ctypes
 
-        return str(_pq_ctypes.pq._name)
+        return str(getattr(_pq_ctypes, "pq")._name)
     mapped = _mapped_libpqs()
     bundled = [p for p in mapped if "psycopg_binary" in p]
     if impl == "binary" and bundled:

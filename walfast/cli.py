@@ -76,6 +76,7 @@ def _receive_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     c.add_argument("-U", "--username", metavar="NAME", help="connect as specified database user")
     c.add_argument("-w", "--no-password", action="store_true", help="never prompt for password")
     c.add_argument("-W", "--password", action="store_true", help="force password prompt (should happen automatically)")
+    assert isinstance(p, argparse.ArgumentParser)
     return p
 
 

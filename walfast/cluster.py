@@ -134,7 +134,8 @@ def free_port() -> int:
     """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def _conf_value(value: Any) -> str:
@@ -194,7 +195,7 @@ class Cluster:
 
     def __init__(
         self,
-        bindir: os.PathLike | str,
+        bindir: os.PathLike[str] | str,
         wal_segsize_mb: int = 1,
         settings: Mapping[str, Any] | None = None,
     ) -> None:
@@ -265,7 +266,7 @@ class Cluster:
     # ---- running server tools --------------------------------------------- #
 
     def _run(self, tool: str, *args: str, check: bool = True,
-             timeout: float = 180) -> subprocess.CompletedProcess:
+             timeout: float = 180) -> subprocess.CompletedProcess[str]:
         """Run a server tool from bindir, as postgres if we are root."""
         env = {k: v for k, v in os.environ.items() if k not in _SCRUB_ENV}
         kwargs: dict[str, Any] = {}
@@ -484,7 +485,7 @@ class Cluster:
 
         return " ".join(f"{k}={quote(v)}" for k, v in params.items())
 
-    def connect(self, replication: bool = False, via: str = "tcp", **kw: Any):
+    def connect(self, replication: bool = False, via: str = "tcp", **kw: Any) -> Any:
         """psycopg connection to the cluster, autocommit unless overridden.
 
         Further keyword arguments go to ``psycopg.connect`` (connection
@@ -496,7 +497,7 @@ class Cluster:
         return psycopg.connect(self.conninfo(replication=replication, via=via),
                                **kw)
 
-    def execute(self, sql: str, params: Any = None) -> list[tuple]:
+    def execute(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
         """Run one statement on a fresh connection; return all rows."""
         with self.connect() as conn:
             cur = conn.execute(sql, params)

@@ -251,7 +251,8 @@ def _stream_timeline(
             writer.stop_lsn = options.endpos
         parser = _core.StreamParser(writer)
         copy = _core.CopyStream(
-            pgconn.pgconn_ptr, parser, report_flush=options.report_flush,
+            # pgconn_ptr: the PGconn* address (not in psycopg's PGconn protocol type)
+            getattr(pgconn, "pgconn_ptr"), parser, report_flush=options.report_flush,
             synchronous=options.synchronous, status_interval=options.status_interval,
             flush_bytes=options.flush_bytes,
         )
