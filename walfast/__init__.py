@@ -1,8 +1,11 @@
 """walfast: a fast, durable PostgreSQL physical-replication WAL receiver.
 
-The compiled engine (:mod:`walfast._core`) turns the replication stream into
-WAL segment files; :mod:`walfast.lsn` holds LSN and file-name helpers;
-:mod:`walfast.errors` the exceptions.  The library configures no logging
+:func:`receive_to_directory` streams a server's WAL into a directory as
+pg_receivewal does (the ``walfast receive`` command); :mod:`walfast.walrcv`
+is the walreceiver-style connect/receive/send API.  The compiled engine
+(:mod:`walfast._core`) turns the replication stream into WAL segment files;
+:mod:`walfast.lsn` holds LSN and file-name helpers; :mod:`walfast.errors` the
+exceptions.  The library configures no logging
 handlers: it logs to the ``walfast`` logger and leaves the rest to the caller.
 """
 
@@ -25,13 +28,16 @@ from walfast.errors import (
     WalPageError,
 )
 from walfast.lsn import format_lsn, parse_lsn
+from walfast.stream import ReceiveOutcome, StreamOptions, receive_to_directory
 
 _logging.getLogger("walfast").addHandler(_logging.NullHandler())
 
 __all__ = [
     "ProtocolError",
+    "ReceiveOutcome",
     "SegmentError",
     "SegmentWriter",
+    "StreamOptions",
     "ServerMismatchError",
     "StreamParser",
     "TimelineError",
@@ -43,4 +49,5 @@ __all__ = [
     "format_lsn",
     "parse_lsn",
     "pg_time_now",
+    "receive_to_directory",
 ]

@@ -4,9 +4,10 @@ This module opens the physical-replication connection and runs the short
 request/response commands a WAL receiver needs before and between streams:
 ``IDENTIFY_SYSTEM``, ``SHOW``, ``TIMELINE_HISTORY``, ``READ_REPLICATION_SLOT``,
 ``CREATE_REPLICATION_SLOT`` and ``DROP_REPLICATION_SLOT``.  It also builds the
-text of ``START_REPLICATION``, but it does **not** send it and does not own the
-COPY stream: reading CopyData, writing segments and sending status updates
-belong to the engine (:mod:`walfast._core`) and the stream loop.  Directory
+text of ``START_REPLICATION`` and finishes a COPY that ended
+(:func:`end_copy`: CopyDone and the next-timeline result), but it does **not**
+own the COPY stream itself: reading CopyData, writing segments and sending
+status updates belong to the engine (:mod:`walfast._core`) and the stream loop.  Directory
 policy (where to resume, history files on disk) is :mod:`walfast.segments`'.
 
 Rules that every function here follows:
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from walfast.errors import ProtocolError, ServerMismatchError, WalfastError
@@ -50,6 +52,7 @@ __all__ = [
     "create_replication_slot",
     "data_directory_mode",
     "drop_replication_slot",
+    "end_copy",
     "file_mode_for",
     "identify_system",
     "parse_wal_segment_size",
@@ -567,3 +570,59 @@ def start_replication_command(*, slot: str | None, start_lsn: int, timeline: int
     slot_clause = "" if slot is None else f"SLOT {quote_ident(slot)} "
     text = f"START_REPLICATION {slot_clause}PHYSICAL {format_lsn(start_lsn)} TIMELINE {timeline:d}"
     return text.encode("utf-8")
+
+
+def end_copy(pgconn: pq.abc.PGconn, *, server_ended: bool = False) -> tuple[int, int] | None:
+    """Finish the COPY after the server or we ended it.
+
+    *server_ended*: libpq's PQgetCopyData returned -1.  Then, as
+    receivelog.c's HandleEndOfCopyStream, our CopyDone is sent only if the
+    server sent its CopyDone (a COPY_IN result: end of timeline); a server
+    shutting down sends CommandComplete without CopyDone, and libpq has no
+    COPY left to end.
+
+    Returns ``(next_timeline, switch_lsn)`` when the server ended the
+    timeline, None when it ended the stream (shutdown) or we stopped.
+    """
+    next_tli: tuple[int, int] | None = None
+    if not server_ended:
+        pgconn.put_copy_end()
+        pgconn.flush()
+    while True:
+        res = pgconn.get_result()
+        if res is None:
+            return next_tli
+        status = pq.ExecStatus(res.status)
+        if status == pq.ExecStatus.COPY_IN:
+            # The server sent CopyDone: answer with ours.
+            pgconn.put_copy_end()
+            pgconn.flush()
+        elif status == pq.ExecStatus.COPY_OUT or status == pq.ExecStatus.COPY_BOTH:
+            # We sent CopyDone first: drain what the server still sends.
+            while True:
+                n, _ = pgconn.get_copy_data(0)
+                if n < 0:
+                    break
+        elif status == pq.ExecStatus.TUPLES_OK:
+            if res.ntuples != 1 or res.nfields < 2:
+                raise WalfastError(
+                    f"unexpected result set after end-of-timeline: got {res.ntuples} rows and "
+                    f"{res.nfields} fields, expected 1 rows and 2 fields")
+            tli_raw, pos_raw = res.get_value(0, 0), res.get_value(0, 1)
+            assert tli_raw is not None and pos_raw is not None
+            try:
+                next_tli = (int(tli_raw), parse_lsn(bytes(pos_raw).decode()))
+            except ValueError:
+                raise WalfastError(
+                    f'could not parse next timeline\'s starting point "{pos_raw!r}"') from None
+        elif status == pq.ExecStatus.COMMAND_OK and next_tli is None:
+            # The stream is over and no next timeline follows.  A walsender
+            # that is shutting down exits right after this CommandComplete,
+            # without ReadyForQuery: waiting for more would only turn into
+            # "server closed the connection unexpectedly".
+            return None
+        elif status == pq.ExecStatus.FATAL_ERROR:
+            # The server ended the stream with an error (e.g. the walsender
+            # was terminated): a lost connection, retried like one.
+            msg = res.error_message.decode(errors="replace").strip()
+            raise psycopg.OperationalError(f"unexpected termination of replication stream: {msg}")

@@ -112,62 +112,6 @@ def _choose_start(
     return lsn, timeline
 
 
-def _end_copy(pgconn: pq.abc.PGconn, *, server_ended: bool = False) -> tuple[int, int] | None:
-    """Finish the COPY after the server or we ended it.
-
-    *server_ended*: libpq's PQgetCopyData returned -1.  Then, as
-    receivelog.c's HandleEndOfCopyStream, our CopyDone is sent only if the
-    server sent its CopyDone (a COPY_IN result: end of timeline); a server
-    shutting down sends CommandComplete without CopyDone, and libpq has no
-    COPY left to end.
-
-    Returns ``(next_timeline, switch_lsn)`` when the server ended the
-    timeline, None when it ended the stream (shutdown) or we stopped.
-    """
-    next_tli: tuple[int, int] | None = None
-    if not server_ended:
-        pgconn.put_copy_end()
-        pgconn.flush()
-    while True:
-        res = pgconn.get_result()
-        if res is None:
-            return next_tli
-        status = pq.ExecStatus(res.status)
-        if status == pq.ExecStatus.COPY_IN:
-            # The server sent CopyDone: answer with ours.
-            pgconn.put_copy_end()
-            pgconn.flush()
-        elif status == pq.ExecStatus.COPY_OUT or status == pq.ExecStatus.COPY_BOTH:
-            # We sent CopyDone first: drain what the server still sends.
-            while True:
-                n, _ = pgconn.get_copy_data(0)
-                if n < 0:
-                    break
-        elif status == pq.ExecStatus.TUPLES_OK:
-            if res.ntuples != 1 or res.nfields < 2:
-                raise WalfastError(
-                    f"unexpected result set after end-of-timeline: got {res.ntuples} rows and "
-                    f"{res.nfields} fields, expected 1 rows and 2 fields")
-            tli_raw, pos_raw = res.get_value(0, 0), res.get_value(0, 1)
-            assert tli_raw is not None and pos_raw is not None
-            try:
-                next_tli = (int(tli_raw), parse_lsn(bytes(pos_raw).decode()))
-            except ValueError:
-                raise WalfastError(
-                    f'could not parse next timeline\'s starting point "{pos_raw!r}"') from None
-        elif status == pq.ExecStatus.COMMAND_OK and next_tli is None:
-            # The stream is over and no next timeline follows.  A walsender
-            # that is shutting down exits right after this CommandComplete,
-            # without ReadyForQuery: waiting for more would only turn into
-            # "server closed the connection unexpectedly".
-            return None
-        elif status == pq.ExecStatus.FATAL_ERROR:
-            # The server ended the stream with an error (e.g. the walsender
-            # was terminated): a lost connection, retried like one.
-            msg = res.error_message.decode(errors="replace").strip()
-            raise psycopg.OperationalError(f"unexpected termination of replication stream: {msg}")
-
-
 def stream_once(
     conninfo: str, options: StreamOptions, *, should_stop: Callable[[], bool],
     application_name: str = "walfast", conn: psycopg.Connection | None = None,
@@ -265,11 +209,11 @@ def _stream_timeline(
                          format_lsn(writer.write_lsn), timeline)
                 _close_incomplete(writer)
                 _report_final(copy, options)
-                _end_copy(pgconn)
+                protocol.end_copy(pgconn)
                 return ReceiveOutcome.ENDPOS_REACHED, None
             if event == _core.COPY_DONE:
                 _close_incomplete(writer)
-                next_tli = _end_copy(pgconn, server_ended=True)
+                next_tli = protocol.end_copy(pgconn, server_ended=True)
                 if next_tli is None:
                     log.error("replication stream was terminated before stop point")
                     return ReceiveOutcome.DISCONNECTED, None
@@ -283,7 +227,7 @@ def _stream_timeline(
                 log.info("received interrupt signal, exiting")
                 _close_incomplete(writer)
                 _report_final(copy, options)
-                _end_copy(pgconn)
+                protocol.end_copy(pgconn)
                 return ReceiveOutcome.STOPPED, None
     finally:
         if not writer.closed:
