@@ -55,38 +55,23 @@ def _engine_teardown(stream, out_dirs):
     return teardown
 
 
-def feed_all(parser, writer, reads):
-    feed = parser.feed
-    for r in reads:
-        feed(r)
-    writer.close()
-
-
-def feed_copydata_all(parser, writer, payloads):
-    feed = parser.feed_copydata
-    for p in payloads:
-        feed(p)
-    writer.close()
-
-
-def feed_all_flush(parser, writer, reads, every):
-    feed = parser.feed
+def _drive(feed, writer, chunks, every):
+    """Feed every chunk; flush whenever *every* bytes are pending (0: never,
+    only the segment completions sync); then close the writer."""
     flush = writer.flush
-    for r in reads:
-        feed(r)
-        if writer.pending_bytes >= every:
+    for c in chunks:
+        feed(c)
+        if every and writer.pending_bytes >= every:
             flush()
     writer.close()
 
 
-def feed_copydata_all_flush(parser, writer, payloads, every):
-    feed = parser.feed_copydata
-    flush = writer.flush
-    for p in payloads:
-        feed(p)
-        if writer.pending_bytes >= every:
-            flush()
-    writer.close()
+def feed_all(parser, writer, reads, every=0):
+    _drive(parser.feed, writer, reads, every)
+
+
+def feed_copydata_all(parser, writer, payloads, every=0):
+    _drive(parser.feed_copydata, writer, payloads, every)
 
 
 # -------------------------------------------------------------- sanity --
@@ -195,9 +180,9 @@ def test_parse_copy_flush(engine_bench, stream, out_dirs, entry, every_mib):
     flush never finds anything pending: that row is "durable at segment
     completion only"."""
     if entry == "feed":
-        target, data = feed_all_flush, stream.raw_reads
+        target, data = feed_all, stream.raw_reads
     else:
-        target, data = feed_copydata_all_flush, stream.payloads
+        target, data = feed_copydata_all, stream.payloads
     syncs = []
     teardown = _engine_teardown(stream, out_dirs)
 

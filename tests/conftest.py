@@ -24,6 +24,7 @@ _TESTS_DIR = str(Path(__file__).resolve().parent)
 if _TESTS_DIR not in sys.path:
     sys.path.insert(0, _TESTS_DIR)
 
+from receivers import Procs  # noqa: E402
 from walfast.cluster import Cluster, find_bindir  # noqa: E402
 
 # Fixtures that need a real server; tests using them get the marker.
@@ -87,6 +88,17 @@ def pg_cluster_factory(pg_bindir):
 def pg_cluster(pg_cluster_factory) -> Cluster:
     """One started cluster with 1 MiB WAL segments."""
     return pg_cluster_factory(wal_segsize_mb=1)
+
+
+@pytest.fixture
+def procs(tmp_path):
+    """Starts walfast / pg_receivewal subprocesses (tests/receivers.py) and
+    kills every one still running when the test ends."""
+    logdir = tmp_path / "logs"
+    logdir.mkdir()
+    p = Procs(logdir)
+    yield p
+    p.kill_all()
 
 
 # --------------------------------------------------------------- hooks --

@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import pytest
 
 from walfast.lsn import format_lsn, parse_lsn, parse_segment_file_name
 
@@ -266,15 +265,6 @@ class Procs:
     def kill_all(self) -> None:
         for r in self.started:
             r.kill()
-
-
-@pytest.fixture
-def procs(tmp_path):
-    logdir = tmp_path / "logs"
-    logdir.mkdir()
-    p = Procs(logdir)
-    yield p
-    p.kill_all()
 
 
 def run_cli(argv: Sequence[str], timeout: float = 60) -> subprocess.CompletedProcess:

@@ -23,13 +23,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from receivers import (  # noqa: F401  (procs is a fixture)
+from receivers import (
     assert_completed_like_pg_wal,
     completed_files,
     holds_wal,
     mismatch,
     partial_files,
-    procs,
     replication_rows,
     segno_of,
     wait_streaming,
@@ -98,16 +97,25 @@ def _assert_partial_like_pg_wal(directory: Path, cluster, name: str, upto: int) 
 # 1 + 2: several segments, side by side, over TCP, TLS and the unix socket
 # --------------------------------------------------------------------------- #
 
+def _start_both(cluster, bindir, procs, tmp_path, conninfo, *args):
+    """Start walfast and pg_receivewal with the same options, each into its
+    own directory, and wait until the server shows both streaming.
+    Returns (walfast dir, pg_receivewal dir, walfast, pg_receivewal, rows)."""
+    wf_dir, pg_dir = _dirs(tmp_path, "walfast", "pg_receivewal")
+    wf = procs.walfast("-D", str(wf_dir), "-d", conninfo, *args)
+    pg = procs.pg_receivewal(bindir, "-D", str(pg_dir), "-d", conninfo, *args)
+    rows = wait_streaming(cluster, ["walfast", "pg_receivewal"], [wf, pg])
+    return wf_dir, pg_dir, wf, pg, rows
+
+
 def _side_by_side(cluster, bindir, procs, tmp_path, conninfo, nsegments, *,
                   check_connections=None):
     """Start walfast and pg_receivewal together (-n, -v), stream *nsegments*
     segments of WAL plus the start of one more, stop both with SIGINT and
     compare everything.  Returns the directories."""
-    wf_dir, pg_dir = _dirs(tmp_path, "walfast", "pg_receivewal")
     seg = cluster.wal_segment_size
-    wf = procs.walfast("-D", str(wf_dir), "-d", conninfo, "-n", "-v")
-    pg = procs.pg_receivewal(bindir, "-D", str(pg_dir), "-d", conninfo, "-n", "-v")
-    rows = wait_streaming(cluster, ["walfast", "pg_receivewal"], [wf, pg])
+    wf_dir, pg_dir, wf, pg, rows = _start_both(cluster, bindir, procs, tmp_path, conninfo,
+                                               "-n", "-v")
     if check_connections is not None:
         check_connections(rows)
     start, tli = wf.start_position()
@@ -350,11 +358,8 @@ def _end_of_wal(cluster) -> int:
 def test_primary_fast_shutdown(pg_cluster, bindir, procs, tmp_path):
     cluster = pg_cluster
     seg = cluster.wal_segment_size
-    wf_dir, pg_dir = _dirs(tmp_path, "walfast", "pg_receivewal")
     conninfo = cluster.conninfo()
-    wf = procs.walfast("-D", str(wf_dir), "-d", conninfo, "-n", "-v")
-    pg = procs.pg_receivewal(bindir, "-D", str(pg_dir), "-d", conninfo, "-n", "-v")
-    wait_streaming(cluster, ["walfast", "pg_receivewal"], [wf, pg])
+    wf_dir, pg_dir, wf, pg, _ = _start_both(cluster, bindir, procs, tmp_path, conninfo, "-n", "-v")
     start, _ = wf.start_position()
     assert pg.start_position()[0] == start
     cluster.generate_wal(seg + seg // 3)
@@ -389,11 +394,8 @@ def test_primary_restart_is_retried_without_no_loop(pg_cluster, bindir, procs, t
     where they stopped."""
     cluster = pg_cluster
     seg = cluster.wal_segment_size
-    wf_dir, pg_dir = _dirs(tmp_path, "walfast", "pg_receivewal")
     conninfo = cluster.conninfo()
-    wf = procs.walfast("-D", str(wf_dir), "-d", conninfo, "-v")
-    pg = procs.pg_receivewal(bindir, "-D", str(pg_dir), "-d", conninfo, "-v")
-    wait_streaming(cluster, ["walfast", "pg_receivewal"], [wf, pg])
+    wf_dir, pg_dir, wf, pg, _ = _start_both(cluster, bindir, procs, tmp_path, conninfo, "-v")
     start, _ = wf.start_position()
     cluster.generate_wal(seg // 2)
     cluster.stop("fast")
@@ -421,11 +423,8 @@ def test_walsender_terminated_no_loop(pg_cluster, bindir, procs, tmp_path):
     """pg_terminate_backend on the walsender: the stream ends with an
     ErrorResponse; both report it the same way and, with -n, exit 1."""
     cluster = pg_cluster
-    wf_dir, pg_dir = _dirs(tmp_path, "walfast", "pg_receivewal")
     conninfo = cluster.conninfo()
-    wf = procs.walfast("-D", str(wf_dir), "-d", conninfo, "-n")
-    pg = procs.pg_receivewal(bindir, "-D", str(pg_dir), "-d", conninfo, "-n")
-    wait_streaming(cluster, ["walfast", "pg_receivewal"], [wf, pg])
+    wf_dir, pg_dir, wf, pg, _ = _start_both(cluster, bindir, procs, tmp_path, conninfo, "-n")
     cluster.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_replication")
     assert wf.wait() == 1
     assert pg.wait() == 1
@@ -585,11 +584,8 @@ def test_timeline_switch_on_promotion(pg_cluster, standby_factory, bindir, procs
     seg = primary.wal_segment_size
     primary.execute("CREATE TABLE walfast_fill (id bigint, payload text)")
     standby = standby_factory(primary)
-    wf_dir, pg_dir = _dirs(tmp_path, "walfast", "pg_receivewal")
     conninfo = standby.conninfo()
-    wf = procs.walfast("-D", str(wf_dir), "-d", conninfo, "-n", "-v")
-    pg = procs.pg_receivewal(bindir, "-D", str(pg_dir), "-d", conninfo, "-n", "-v")
-    wait_streaming(standby, ["walfast", "pg_receivewal"], [wf, pg])
+    wf_dir, pg_dir, wf, pg, _ = _start_both(standby, bindir, procs, tmp_path, conninfo, "-n", "-v")
     start, tli = wf.start_position()
     assert tli == 1 and pg.start_position() == (start, 1)
 

@@ -5,13 +5,13 @@ import time
 
 import pytest
 
-from receivers import procs, wait_until  # noqa: F401  (procs is a fixture)
+from receivers import wait_until
 
 MB = 1 << 20
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_signal_while_busy(pg_cluster_factory, tmp_path, procs, signum):  # noqa: F811
+def test_signal_while_busy(pg_cluster_factory, tmp_path, procs, signum):
     cluster = pg_cluster_factory(wal_segsize_mb=1)
     cluster.execute("SELECT pg_create_physical_replication_slot('busy', true)")
     cluster.generate_wal(400 * MB)          # a backlog to catch up on

@@ -431,11 +431,9 @@ def test_fsync_dir(wal_dir):
         fsync_dir(f)
 
 
-@pytest.mark.parametrize("sync", [True, False])
-def test_durable_rename(wal_dir, sync, monkeypatch):
-    src = wal_dir / "000000010000000000000003.partial"
-    src.write_bytes(b"wal")
-    dst = wal_dir / "000000010000000000000003"
+@pytest.fixture
+def sync_calls(monkeypatch):
+    """Records, in order, the path of every fsync'ed fd and every rename."""
     calls = []
     real_fsync = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(os.readlink(f"/proc/self/fd/{fd}")),
@@ -443,6 +441,15 @@ def test_durable_rename(wal_dir, sync, monkeypatch):
     real_replace = os.replace
     monkeypatch.setattr(os, "replace", lambda a, b: (calls.append(("rename", str(a), str(b))),
                                                      real_replace(a, b)))
+    return calls
+
+
+@pytest.mark.parametrize("sync", [True, False])
+def test_durable_rename(wal_dir, sync, sync_calls):
+    src = wal_dir / "000000010000000000000003.partial"
+    src.write_bytes(b"wal")
+    dst = wal_dir / "000000010000000000000003"
+    calls = sync_calls
     durable_rename(src, dst, wal_dir, sync=sync)
     assert not src.exists() and dst.read_bytes() == b"wal"
     if sync:
@@ -469,14 +476,8 @@ def test_durable_rename_missing_source(wal_dir):
 HISTORY = b"1\t0/3000148\tno recovery target specified\n"
 
 
-def test_write_history_file(wal_dir, monkeypatch):
-    calls = []
-    real_fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(os.readlink(f"/proc/self/fd/{fd}")),
-                                                 real_fsync(fd)))
-    real_replace = os.replace
-    monkeypatch.setattr(os, "replace", lambda a, b: (calls.append(("rename", str(a), str(b))),
-                                                     real_replace(a, b)))
+def test_write_history_file(wal_dir, sync_calls):
+    calls = sync_calls
     path = write_history_file(wal_dir, 2, HISTORY)
     assert path == wal_dir / "00000002.history"
     assert path.read_bytes() == HISTORY

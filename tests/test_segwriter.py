@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from wal_synth import PG15_MAGIC, SYSID, make_wal, page_header
+from wal_synth import PG15_MAGIC, SYSID, make_wal
 from walfast import SegmentError, SegmentWriter, WalfastError, WalGapError, WalPageError
 
 MB = 1 << 20

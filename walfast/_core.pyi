@@ -6,7 +6,7 @@ from types import TracebackType
 from typing_extensions import Buffer, Self
 
 class SegmentWriter:
-    """Write a timeline's WAL into mmap-backed segment files in a directory."""
+    """Write a timeline's WAL into preallocated segment files in a directory."""
 
     directory: str
     def __init__(

@@ -5,8 +5,9 @@ Turns the physical replication stream into WAL segment files.  It owns the
 byte work and the syscalls for writing; it does not own sockets, timers or
 policy (when to flush, when to report), which belong to the control layer.
 
-* :class:`SegmentWriter` (``_segwriter.pxi``): mmap-backed segment files,
-  batched msync, durable completion, page-header checks as bytes land.
+* :class:`SegmentWriter` (``_segwriter.pxi``): preallocated segment files
+  written with pwrite, batched fdatasync, durable completion, page-header
+  checks before bytes are written.
 * :class:`StreamParser` (``_frames.pxi``): CopyData frames and payloads
   (XLogData, keepalive) fed into a writer without a Python object per message.
 * :class:`CopyStream` (``_copystream.pxi``): the receive loop over libpq:

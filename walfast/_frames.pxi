@@ -10,8 +10,8 @@
 #
 # Two entry points feed the same state machine:
 #   feed(buf)           raw protocol bytes as read from the socket, split
-#                       anywhere.  WAL bytes go straight from *buf* into the
-#                       segment mapping as they arrive (one copy, no wait for
+#                       anywhere.  WAL bytes are pwritten straight from *buf*
+#                       into the segment file as they arrive (no wait for
 #                       the end of the frame); only headers split across
 #                       reads are gathered in a 32-byte scratch buffer.
 #                       Stops before the first message that is not CopyData

@@ -28,7 +28,7 @@ from psycopg import pq
 from walfast import _core, protocol, segments
 from walfast._libpq import psycopg_libpq_path
 from walfast.errors import TimelineError, WalfastError
-from walfast.lsn import format_lsn, history_file_name, parse_lsn, segment_start
+from walfast.lsn import format_lsn, history_file_name, segment_start
 
 __all__ = [
     "NOTICE", "ReceiveOutcome", "StreamOptions", "error_text", "receive_to_directory",
