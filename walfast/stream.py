@@ -27,6 +27,7 @@ from psycopg import pq
 
 from walfast import _core, protocol, segments
 from walfast._libpq import psycopg_libpq_path
+from walfast.compression import CompressionSpec
 from walfast.errors import TimelineError, WalfastError
 from walfast.lsn import format_lsn, history_file_name, segment_start
 
@@ -65,6 +66,7 @@ class StreamOptions:
     sync: bool = True
     endpos: int | None = None
     flush_bytes: int = 0
+    compression: CompressionSpec | None = None
 
     @property
     def report_flush(self) -> bool:
@@ -128,6 +130,8 @@ def stream_once(
     raises :class:`walfast.errors.WalfastError` subclasses.
     """
     _ensure_libpq()
+    if options.compression is not None:
+        raise WalfastError("compressed output is not implemented yet")
     if conn is None:
         conn = protocol.connect(conninfo, application_name=application_name)
     try:
