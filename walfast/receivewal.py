@@ -533,11 +533,27 @@ def _slot_action(conninfo: str, args: ReceiveWalArgs, fe: Frontend) -> None:
         conn.close()
 
 
+def _prompt_password() -> str:
+    """PostgreSQL's simple_prompt("Password: ", echo=false): on the
+    terminal when there is one, else the prompt on stderr, the answer from
+    stdin (no echo to turn off, no warning about it), then a newline."""
+    try:
+        with open("/dev/tty"):
+            pass
+    except OSError:
+        sys.stderr.write("Password: ")
+        sys.stderr.flush()
+        answer = sys.stdin.readline()
+        sys.stderr.write("\n")
+        return answer.rstrip("\n")
+    return getpass.getpass("Password: ")
+
+
 def run(args: ReceiveWalArgs, fe: Frontend) -> int:
     """Everything after the command line: connect, then the slot action or
     streaming.  Returns the exit status; errors are printed as
     pg_receivewal prints them."""
-    password = getpass.getpass("Password: ") if args.password_prompt == 1 else None
+    password = _prompt_password() if args.password_prompt == 1 else None
     try:
         conninfo = psycopg.conninfo.make_conninfo(
             args.dbname or "", host=args.host, port=args.port, user=args.username,
