@@ -252,6 +252,10 @@ class Procs:
     def pg_receivewal(self, bindir: Path, *args: str, name: str = "pg_receivewal") -> Receiver:
         return self._start(name, pg_receivewal_argv(bindir, *args))
 
+    def program(self, name: str, argv: Sequence[str]) -> Receiver:
+        """Start any receiver command line (tests/compat.py's programs)."""
+        return self._start(name, list(argv))
+
     def _start(self, name: str, argv: list[str]) -> Receiver:
         taken = {r.name for r in self.started}
         unique, k = name, 1

@@ -50,8 +50,10 @@ __all__ = [
     "check_server_version",
     "connect",
     "create_replication_slot",
+    "create_replication_slot_command",
     "data_directory_mode",
     "drop_replication_slot",
+    "drop_replication_slot_command",
     "end_copy",
     "file_mode_for",
     "identify_system",
@@ -510,29 +512,51 @@ def read_replication_slot(conn: psycopg.Connection[Any], slot: str) -> SlotInfo:
     return SlotInfo(slot_type=slot_type, restart_lsn=restart_lsn, restart_tli=restart_tli)
 
 
+def create_replication_slot_command(
+    slot: str, *, reserve_wal: bool, server_version: int,
+) -> str:
+    """The text of ``CREATE_REPLICATION_SLOT`` for a physical slot, as
+    pg_receivewal's ``CreateReplicationSlot`` builds it.
+
+    ``CREATE_REPLICATION_SLOT "slot" PHYSICAL``, plus ``(RESERVE_WAL)`` for a
+    PostgreSQL 15+ server or `` RESERVE_WAL`` (the older keyword syntax) for
+    older ones when *reserve_wal*; an empty option list is left out, as
+    pg_receivewal leaves it out.
+    """
+    command = f"CREATE_REPLICATION_SLOT {quote_ident(slot)} PHYSICAL"
+    if reserve_wal:
+        if server_version >= _MIN_VERSION_NEW_OPTION_SYNTAX:
+            command += " (RESERVE_WAL)"
+        else:
+            command += " RESERVE_WAL"
+    return command
+
+
+def drop_replication_slot_command(slot: str) -> str:
+    """The text of ``DROP_REPLICATION_SLOT "slot"`` (without ``WAIT``, as
+    pg_receivewal sends it: a slot in use is an error, not a wait)."""
+    return f"DROP_REPLICATION_SLOT {quote_ident(slot)}"
+
+
 def create_replication_slot(
     conn: psycopg.Connection[Any], slot: str, *,
     if_not_exists: bool = False, reserve_wal: bool = True,
 ) -> bool:
     """Create the physical slot ``slot``; return False if it already existed.
 
-    Sends ``CREATE_REPLICATION_SLOT "slot" PHYSICAL (RESERVE_WAL)`` to
-    PostgreSQL 15+ and ``... PHYSICAL RESERVE_WAL`` to older servers; without
-    ``reserve_wal`` no option is sent.  With ``reserve_wal`` the slot holds
-    WAL from the moment it is created (its ``restart_lsn`` is set at once).
-    Note that pg_receivewal's ``--create-slot`` does *not* reserve WAL: its
-    slot has no ``restart_lsn`` until a receiver first streams from it.
+    Sends :func:`create_replication_slot_command`.  With ``reserve_wal`` the
+    slot holds WAL from the moment it is created (its ``restart_lsn`` is set
+    at once).  pg_receivewal's ``--create-slot`` does *not* reserve WAL (it
+    passes ``reserve_wal=false``, checked against PostgreSQL 15: the slot's
+    ``restart_lsn`` stays NULL until a receiver first streams from it), so
+    ``walfast-receivewal --create-slot`` passes ``reserve_wal=False`` too.
 
     With ``if_not_exists`` a duplicate (SQLSTATE 42710) is success and False
     is returned; any other server error propagates as a psycopg error
     (``psycopg.errors.InvalidName`` for a name outside ``[a-z0-9_]``...).
     """
-    command = f"CREATE_REPLICATION_SLOT {quote_ident(slot)} PHYSICAL"
-    if reserve_wal:
-        if conn.info.server_version >= _MIN_VERSION_NEW_OPTION_SYNTAX:
-            command += " (RESERVE_WAL)"
-        else:
-            command += " RESERVE_WAL"
+    command = create_replication_slot_command(
+        slot, reserve_wal=reserve_wal, server_version=conn.info.server_version)
     try:
         rows, names = _execute(conn, command)
     except psycopg.errors.DuplicateObject:
@@ -545,12 +569,12 @@ def create_replication_slot(
 
 
 def drop_replication_slot(conn: psycopg.Connection[Any], slot: str) -> None:
-    """``DROP_REPLICATION_SLOT "slot"``.
+    """Send :func:`drop_replication_slot_command`.
 
     A missing slot raises ``psycopg.errors.UndefinedObject``; a slot in use by
     another connection raises ``psycopg.errors.ObjectInUse``.
     """
-    rows, names = _execute(conn, f"DROP_REPLICATION_SLOT {quote_ident(slot)}")
+    rows, names = _execute(conn, drop_replication_slot_command(slot))
     _check_shape(rows, names, f'could not drop replication slot "{slot}"', 0, 0)
 
 

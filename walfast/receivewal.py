@@ -1,0 +1,620 @@
+"""pg_receivewal's command line, for ``walfast-receivewal`` and ``walfast receive``.
+
+``walfast-receivewal ARGS`` behaves as ``pg_receivewal ARGS`` (PostgreSQL
+15-18): the same options, parsed as glibc's ``getopt_long`` parses them
+(abbreviated long options, clustered short options, operands anywhere), the
+same checks in the same order, the same messages after the program name and
+the same exit codes.  ``walfast receive ARGS`` (:mod:`walfast.cli`) is the
+same program under walfast's own name.  The two front ends share everything
+here and differ only in the names they print (:class:`Frontend`).
+
+The order of checks is pg_receivewal.c's ``main()``:
+
+1. ``--help``/``-?`` and ``--version``/``-V``, honoured only as the first
+   argument (elsewhere ``--help`` gets just the hint, ``-?`` and ``-V`` are
+   invalid options);
+2. each option as it comes: ``-E`` and ``-s`` values are checked at once;
+3. operands, ``--create-slot`` with ``--drop-slot``, a slot for either,
+   ``--synchronous`` with ``--no-sync``, a target directory;
+4. ``-Z`` (see :func:`walfast.compression.parse_compress_option`);
+5. the directory (not for ``--create-slot``/``--drop-slot``);
+6. then connecting, ``IDENTIFY_SYSTEM``, the slot action or streaming.
+
+Deliberate differences from pg_receivewal: ``-Z zstd`` is accepted; the
+first line of ``--version`` names walfast after the PostgreSQL version it
+stands for (:data:`NEWEST_SERVER_MAJOR`); ``--help`` ends with walfast's lines
+instead of PostgreSQL's bug-report address.
+
+Exit status: 0 after ``--help``/``--version``, a slot action, SIGINT/SIGTERM
+or ``--endpos``; 1 for every error (usage, connection, server, ``-n``
+disconnection).
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import re
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import psycopg
+
+from walfast import __version__, protocol
+from walfast.compression import CompressionSpec, parse_compress_option
+from walfast.errors import WalfastError
+from walfast.segments import check_directory
+from walfast.stream import (
+    NOTICE,
+    ReceiveOutcome,
+    StreamOptions,
+    error_text,
+    receive_to_directory,
+)
+
+__all__ = [
+    "NEWEST_SERVER_MAJOR",
+    "Frontend",
+    "RECEIVE_FRONTEND",
+    "ReceiveWalArgs",
+    "UsageError",
+    "main",
+    "parse_args",
+    "run",
+    "run_frontend",
+    "scan_lsn",
+]
+
+log = logging.getLogger("walfast")
+
+#: The PostgreSQL major version ``walfast-receivewal --version`` reports
+#: (``pg_receivewal (PostgreSQL) 18.0 (walfast ...)``): the newest server
+#: major walfast is tested against.  walfast itself refuses no newer server
+#: (:func:`walfast.protocol.check_server_version` sets no upper bound), but
+#: tools such as Barman require a pg_receivewal at least as new as the server
+#: and read the version from this line; say 18 until a newer major is tested.
+NEWEST_SERVER_MAJOR = 18
+
+
+# --------------------------------------------------------------------------- #
+# the option table and glibc's getopt_long
+# --------------------------------------------------------------------------- #
+
+@dataclass(frozen=True)
+class Option:
+    """One option: its long name, its short letter (None: long only) and
+    whether it takes a value."""
+
+    name: str
+    short: str | None
+    has_arg: bool
+
+
+#: pg_receivewal's ``long_options`` in its order (glibc lists the candidates
+#: of an ambiguous abbreviation in this order).  ``help`` and ``version`` map
+#: to no short option: pg_receivewal's short option string has neither ``?``
+#: nor ``V``, so after the first argument they are usage errors.
+OPTIONS: tuple[Option, ...] = (
+    Option("help", None, False),
+    Option("version", None, False),
+    Option("directory", "D", True),
+    Option("dbname", "d", True),
+    Option("endpos", "E", True),
+    Option("host", "h", True),
+    Option("port", "p", True),
+    Option("username", "U", True),
+    Option("no-loop", "n", False),
+    Option("no-password", "w", False),
+    Option("password", "W", False),
+    Option("status-interval", "s", True),
+    Option("slot", "S", True),
+    Option("verbose", "v", False),
+    Option("compress", "Z", True),
+    Option("create-slot", None, False),
+    Option("drop-slot", None, False),
+    Option("if-not-exists", None, False),
+    Option("synchronous", None, False),
+    Option("no-sync", None, False),
+)
+
+_SHORT = {o.short: o for o in OPTIONS if o.short is not None}
+
+
+class UsageError(Exception):
+    """A command-line mistake, printed as pg_receivewal prints it.
+
+    *getopt*: getopt_long's own complaint (``ARGV0: message``, no
+    ``error:``); *message* None: only the hint (pg_receivewal's ``--help``
+    after the first argument); *hint*: followed by ``Try "... --help"``.
+    """
+
+    def __init__(self, message: str | None, *, hint: bool, getopt: bool = False) -> None:
+        super().__init__(message or "")
+        self.message = message
+        self.hint = hint
+        self.getopt = getopt
+
+
+def getopt_long(args: Sequence[str], operands: list[str]) -> Iterator[tuple[Option, str | None]]:
+    """glibc ``getopt_long`` over *args* (without argv[0]), with GNU
+    permutation: yields (option, value) in order and appends operands to
+    *operands*.  An unknown, ambiguous or malformed option raises
+    :class:`UsageError` with glibc's message, when it is reached (options
+    before it have been yielded and checked by then, as in C)."""
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        if arg == "--":
+            operands.extend(args[i:])
+            return
+        if arg.startswith("--"):
+            name, eq, value = arg[2:].partition("=")
+            opt = _long_option(arg, name)
+            if not opt.has_arg:
+                if eq:
+                    raise UsageError(f"option '--{opt.name}' doesn't allow an argument",
+                                     hint=True, getopt=True)
+                yield opt, None
+            elif eq:
+                yield opt, value
+            elif i < len(args):
+                i += 1
+                yield opt, args[i - 1]
+            else:
+                raise UsageError(f"option '--{opt.name}' requires an argument",
+                                 hint=True, getopt=True)
+        elif arg.startswith("-") and arg != "-":
+            j = 1
+            while j < len(arg):
+                letter = arg[j]
+                j += 1
+                short = _SHORT.get(letter)
+                if short is None:
+                    raise UsageError(f"invalid option -- '{letter}'", hint=True, getopt=True)
+                if not short.has_arg:
+                    yield short, None
+                    continue
+                if j < len(arg):
+                    yield short, arg[j:]
+                elif i < len(args):
+                    i += 1
+                    yield short, args[i - 1]
+                else:
+                    raise UsageError(f"option requires an argument -- '{letter}'",
+                                     hint=True, getopt=True)
+                break
+        else:
+            operands.append(arg)
+
+
+def _long_option(arg: str, name: str) -> Option:
+    """An exact long name, else the one option it abbreviates."""
+    for opt in OPTIONS:
+        if opt.name == name:
+            return opt
+    candidates = [opt for opt in OPTIONS if opt.name.startswith(name)]
+    if not candidates:
+        raise UsageError(f"unrecognized option '{arg}'", hint=True, getopt=True)
+    if len(candidates) > 1:
+        possibilities = "".join(f" '--{opt.name}'" for opt in candidates)
+        raise UsageError(f"option '{arg}' is ambiguous; possibilities:{possibilities}",
+                         hint=True, getopt=True)
+    return candidates[0]
+
+
+# --------------------------------------------------------------------------- #
+# option values, parsed as pg_receivewal's C library calls parse them
+# --------------------------------------------------------------------------- #
+
+_C_SPACE = " \t\n\r\f\v"
+_HEX_RE = re.compile(r"([+-]?)(0[xX])?([0-9A-Fa-f]*)")
+
+
+def _scan_hex(text: str) -> tuple[int, str] | None:
+    """One ``%X`` conversion of glibc's sscanf: (value, rest) or None.
+    Leading white space, a sign and a ``0x`` prefix are accepted; the
+    number is strtoul()'s (saturating at 2**64-1, a minus sign negating
+    modulo 2**64) stored into a 32-bit unsigned int."""
+    stripped = text.lstrip(_C_SPACE)
+    m = _HEX_RE.match(stripped)
+    assert m is not None  # every part is optional
+    sign, prefix, digits = m.groups()
+    if not digits:
+        if not prefix:
+            return None
+        digits = "0"  # "0x" with no hex digit after it: glibc reads the 0
+    value = min(int(digits, 16), (1 << 64) - 1)
+    if sign == "-":
+        value = -value % (1 << 64)
+    return value & 0xFFFFFFFF, stripped[m.end():]
+
+
+def scan_lsn(text: str) -> int | None:
+    """``sscanf(text, "%X/%X", &hi, &lo) == 2`` as pg_receivewal parses
+    ``-E``: the LSN, or None if it does not scan.  Anything after the second
+    number is ignored, as sscanf ignores it."""
+    first = _scan_hex(text)
+    if first is None or not first[1].startswith("/"):
+        return None
+    second = _scan_hex(first[1][1:])
+    if second is None:
+        return None
+    return first[0] << 32 | second[0]
+
+
+def parse_int_option(value: str, name: str, lo: int, hi: int) -> int:
+    """PostgreSQL's ``option_parse_int`` (strtol, base 10, trailing white
+    space allowed, an empty value is 0); raises UsageError (no hint) with
+    its messages."""
+    text = value.rstrip(_C_SPACE)
+    body = text.lstrip(_C_SPACE)
+    if not re.fullmatch(r"[+-]?\d*", body) or body in ("+", "-"):
+        raise UsageError(f'invalid value "{value}" for option {name}', hint=False)
+    number = int(body) if body else 0
+    if not lo <= number <= hi:
+        raise UsageError(f"{name} must be in range {lo}..{hi}", hint=False)
+    return number
+
+
+# --------------------------------------------------------------------------- #
+# the parsed command line
+# --------------------------------------------------------------------------- #
+
+@dataclass
+class ReceiveWalArgs:
+    """What pg_receivewal's command line asked for, validated."""
+
+    directory: str | None = None
+    dbname: str | None = None
+    host: str | None = None
+    port: str | None = None
+    username: str | None = None
+    endpos: int | None = None
+    no_loop: bool = False
+    #: pg_receivewal's dbgetpassword: -1 never prompt (-w), 1 always (-W),
+    #: 0 (the default) only if the server asks; the last of -w/-W wins.
+    password_prompt: int = 0
+    status_interval: int = 10
+    slot: str | None = None
+    verbose: bool = False
+    compress: str = "none"
+    create_slot: bool = False
+    drop_slot: bool = False
+    if_not_exists: bool = False
+    synchronous: bool = False
+    no_sync: bool = False
+    compression: CompressionSpec | None = None
+
+    def apply(self, opt: Option, value: str | None) -> None:
+        """One option from getopt_long, checked as pg_receivewal checks it."""
+        if value is None:
+            self._apply_flag(opt.name)
+        elif opt.name == "endpos":
+            lsn = scan_lsn(value)
+            if lsn is None:
+                raise UsageError(f'could not parse end position "{value}"', hint=False)
+            # 0/0 is InvalidXLogRecPtr: pg_receivewal then has no end position.
+            self.endpos = lsn or None
+        elif opt.name == "status-interval":
+            self.status_interval = parse_int_option(
+                value, "-s/--status-interval", 0, 2147483647 // 1000)
+        else:
+            setattr(self, opt.name.replace("-", "_"), value)
+
+    def _apply_flag(self, name: str) -> None:
+        if name in ("help", "version"):
+            # getopt_long returns '?'/'V', which pg_receivewal's switch has
+            # no case for: just the hint.
+            raise UsageError(None, hint=True)
+        if name == "no-password":
+            self.password_prompt = -1
+        elif name == "password":
+            self.password_prompt = 1
+        else:
+            setattr(self, name.replace("-", "_"), True)
+
+
+def parse_args(args: Sequence[str]) -> ReceiveWalArgs:
+    """Parse and check pg_receivewal's arguments (without argv[0]) in
+    pg_receivewal's order, up to and including the directory check.
+    Raises :class:`UsageError`."""
+    parsed = ReceiveWalArgs()
+    operands: list[str] = []
+    for opt, value in getopt_long(args, operands):
+        parsed.apply(opt, value)
+    if operands:
+        raise UsageError(f'too many command-line arguments (first is "{operands[0]}")',
+                         hint=True)
+    if parsed.drop_slot and parsed.create_slot:
+        raise UsageError("cannot use --create-slot together with --drop-slot", hint=True)
+    if parsed.slot is None and (parsed.drop_slot or parsed.create_slot):
+        action = "--drop-slot" if parsed.drop_slot else "--create-slot"
+        raise UsageError(f"{action} needs a slot to be specified using --slot", hint=True)
+    if parsed.synchronous and parsed.no_sync:
+        raise UsageError("cannot use --synchronous together with --no-sync", hint=True)
+    slot_action = parsed.drop_slot or parsed.create_slot
+    if parsed.directory is None and not slot_action:
+        raise UsageError("no target directory specified", hint=True)
+    try:
+        parsed.compression = parse_compress_option(parsed.compress)
+    except ValueError as e:
+        raise UsageError(str(e), hint=False) from None
+    if parsed.directory is not None and not slot_action:
+        try:
+            check_directory(parsed.directory)
+        except OSError as e:
+            raise UsageError(f'could not open directory "{parsed.directory}": {e.strerror}',
+                             hint=False) from None
+    return parsed
+
+
+# --------------------------------------------------------------------------- #
+# front ends
+# --------------------------------------------------------------------------- #
+
+@dataclass(frozen=True)
+class Frontend:
+    """The names one front end prints.
+
+    *argv0* starts getopt_long's complaints (glibc prints argv[0] as given);
+    *progname* every other message (pg_receivewal's get_progname(): the
+    base name); *command* is what ``--help`` and the hint call the program;
+    *application_name* the fallback ``application_name`` of its connections
+    (pg_receivewal uses its progname).
+    """
+
+    argv0: str
+    progname: str
+    command: str
+    version_line: str
+    application_name: str
+
+    @classmethod
+    def for_receivewal(cls, argv0: str) -> "Frontend":
+        """``walfast-receivewal`` (or a link to it) invoked as *argv0*."""
+        progname = os.path.basename(argv0)
+        if not progname or progname.endswith(".py"):  # python -m walfast.receivewal
+            argv0 = progname = "walfast-receivewal"
+        return cls(argv0=argv0, progname=progname, command=progname,
+                   version_line=(f"pg_receivewal (PostgreSQL) {NEWEST_SERVER_MAJOR}.0 "
+                                 f"(walfast {__version__})"),
+                   application_name=progname)
+
+
+RECEIVE_FRONTEND = Frontend(argv0="walfast", progname="walfast", command="walfast receive",
+                            version_line=f"walfast {__version__}", application_name="walfast")
+
+_HELP = """\
+{command} receives PostgreSQL streaming write-ahead logs.
+
+Usage:
+  {command} [OPTION]...
+
+Options:
+  -D, --directory=DIR    receive write-ahead log files into this directory
+  -E, --endpos=LSN       exit after receiving the specified LSN
+      --if-not-exists    do not error if slot already exists when creating a slot
+  -n, --no-loop          do not loop on connection lost
+      --no-sync          do not wait for changes to be written safely to disk
+  -s, --status-interval=SECS
+                         time between status packets sent to server (default: 10)
+  -S, --slot=SLOTNAME    replication slot to use
+      --synchronous      flush write-ahead log immediately after writing
+  -v, --verbose          output verbose messages
+  -V, --version          output version information, then exit
+  -Z, --compress=METHOD[:DETAIL]
+                         compress as specified
+  -?, --help             show this help, then exit
+
+Connection options:
+  -d, --dbname=CONNSTR   connection string
+  -h, --host=HOSTNAME    database server host or socket directory
+  -p, --port=PORT        database server port number
+  -U, --username=NAME    connect as specified database user
+  -w, --no-password      never prompt for password
+  -W, --password         force password prompt (should happen automatically)
+
+Optional actions:
+      --create-slot      create a new replication slot (for the slot's name see --slot)
+      --drop-slot        drop the replication slot (for the slot's name see --slot)
+
+This is walfast {version}, a drop-in replacement for pg_receivewal.
+METHOD is gzip, lz4, zstd (walfast only: files named *.zst) or none.
+"""
+
+
+def help_text(fe: Frontend) -> str:
+    """pg_receivewal's --help, with walfast's closing lines."""
+    return _HELP.format(command=fe.command, version=__version__)
+
+
+def _print_usage_error(fe: Frontend, err: UsageError) -> int:
+    if err.message is not None:
+        if err.getopt:
+            print(f"{fe.argv0}: {err.message}", file=sys.stderr)
+        else:
+            print(f"{fe.progname}: error: {err.message}", file=sys.stderr)
+    if err.hint:
+        print(f'{fe.progname}: hint: Try "{fe.command} --help" for more information.',
+              file=sys.stderr)
+    return 1
+
+
+# --------------------------------------------------------------------------- #
+# running
+# --------------------------------------------------------------------------- #
+
+class _StopFlag:
+    """Set by SIGINT/SIGTERM; the receive loop checks it every tick."""
+
+    def __init__(self) -> None:
+        self.set = False
+
+    def __call__(self) -> bool:
+        return self.set
+
+    def handler(self, signum: int, frame: FrameType | None) -> None:
+        self.set = True
+
+
+class _Formatter(logging.Formatter):
+    """pg_receivewal's style: ``PROG: message`` / ``PROG: error: ...``."""
+
+    def __init__(self, progname: str) -> None:
+        super().__init__()
+        self.progname = progname
+
+    def format(self, record: logging.LogRecord) -> str:
+        msg = record.getMessage()
+        if record.levelno >= logging.ERROR:
+            return f"{self.progname}: error: {msg}"
+        if record.levelno >= logging.WARNING:
+            return f"{self.progname}: warning: {msg}"
+        return f"{self.progname}: {msg}"
+
+
+def _setup_logging(verbose: bool, progname: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter(progname))
+    root = logging.getLogger("walfast")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO if verbose else NOTICE)
+    root.propagate = False
+
+
+def _server_message(exc: psycopg.Error) -> str:
+    """The server's error as libpq's PQerrorMessage() words it
+    (``ERROR:  ...``, with its DETAIL/HINT lines), else psycopg's text."""
+    result = exc.pgresult
+    if result is not None and result.error_message:
+        return result.error_message.decode(errors="replace").rstrip("\n")
+    return error_text(exc)
+
+
+def _slot_action(conninfo: str, args: ReceiveWalArgs, fe: Frontend) -> None:
+    """``--create-slot`` / ``--drop-slot``: connect, IDENTIFY_SYSTEM, the
+    command, as pg_receivewal does them.  Raises WalfastError with its
+    message."""
+    assert args.slot is not None
+    conn = protocol.connect(conninfo, application_name=fe.application_name)
+    try:
+        try:
+            info = protocol.identify_system(conn)
+        except psycopg.Error as e:
+            raise WalfastError(
+                f'could not send replication command "IDENTIFY_SYSTEM": {_server_message(e)}'
+            ) from None
+        protocol.check_physical(info, args.slot)
+        if args.drop_slot:
+            log.info('dropping replication slot "%s"', args.slot)
+            command = protocol.drop_replication_slot_command(args.slot)
+        else:
+            log.info('creating replication slot "%s"', args.slot)
+            command = protocol.create_replication_slot_command(
+                args.slot, reserve_wal=False, server_version=conn.info.server_version)
+        try:
+            if args.drop_slot:
+                protocol.drop_replication_slot(conn, args.slot)
+            else:
+                # pg_receivewal's slot reserves no WAL until first used.
+                protocol.create_replication_slot(
+                    conn, args.slot, if_not_exists=args.if_not_exists, reserve_wal=False)
+        except psycopg.Error as e:
+            raise WalfastError(
+                f'could not send replication command "{command}": {_server_message(e)}'
+            ) from None
+    finally:
+        conn.close()
+
+
+def _prompt_password() -> str:
+    """PostgreSQL's simple_prompt("Password: ", echo=false): on the
+    terminal when there is one, else the prompt on stderr, the answer from
+    stdin (no echo to turn off, no warning about it), then a newline."""
+    try:
+        with open("/dev/tty"):
+            pass
+    except OSError:
+        sys.stderr.write("Password: ")
+        sys.stderr.flush()
+        answer = sys.stdin.readline()
+        sys.stderr.write("\n")
+        return answer.rstrip("\n")
+    return getpass.getpass("Password: ")
+
+
+def run(args: ReceiveWalArgs, fe: Frontend) -> int:
+    """Everything after the command line: connect, then the slot action or
+    streaming.  Returns the exit status; errors are printed as
+    pg_receivewal prints them."""
+    password = _prompt_password() if args.password_prompt == 1 else None
+    try:
+        conninfo = psycopg.conninfo.make_conninfo(
+            args.dbname or "", host=args.host, port=args.port, user=args.username,
+            password=password)
+    except psycopg.Error as e:  # a malformed connection string
+        log.error("%s", str(e).strip())
+        return 1
+    stop = _StopFlag()
+    signal.signal(signal.SIGINT, stop.handler)
+    signal.signal(signal.SIGTERM, stop.handler)
+    try:
+        if args.create_slot or args.drop_slot:
+            _slot_action(conninfo, args, fe)
+            return 0
+        assert args.directory is not None
+        options = StreamOptions(
+            directory=Path(args.directory), slot=args.slot, synchronous=args.synchronous,
+            status_interval=float(args.status_interval), sync=not args.no_sync,
+            endpos=args.endpos, compression=args.compression,
+        )
+        outcome = receive_to_directory(conninfo, options, should_stop=stop,
+                                       loop=not args.no_loop,
+                                       application_name=fe.application_name)
+    except psycopg.Error as e:
+        log.error("%s", error_text(e))
+        return 1
+    except (WalfastError, OSError) as e:
+        log.error("%s", e)
+        return 1
+    if outcome is ReceiveOutcome.DISCONNECTED:
+        log.error("disconnected")
+        return 1
+    return 0
+
+
+def run_frontend(args: Sequence[str], fe: Frontend) -> int:
+    """pg_receivewal's main() for *args* (without argv[0]) under front end
+    *fe*; returns the exit status."""
+    if args[:1] in (["--help"], ["-?"]):
+        sys.stdout.write(help_text(fe))
+        return 0
+    if args[:1] in (["-V"], ["--version"]):
+        print(fe.version_line)
+        return 0
+    try:
+        parsed = parse_args(args)
+    except UsageError as err:
+        return _print_usage_error(fe, err)
+    _setup_logging(parsed.verbose, fe.progname)
+    try:
+        return run(parsed, fe)
+    except KeyboardInterrupt:  # before the signal handlers were installed
+        return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``walfast-receivewal`` console script: *argv* as ``sys.argv``
+    (argv[0] first)."""
+    argv = list(sys.argv if argv is None else argv)
+    return run_frontend(argv[1:], Frontend.for_receivewal(argv[0] if argv else ""))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
