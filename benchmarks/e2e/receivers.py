@@ -18,6 +18,10 @@ What is measured, and how:
   is the run's.  What it spends after the last sample (its exit) is lost:
   at most one 10 ms tick.
 * **MB/s**: bytes of the range / wall time (MB = 10^6 bytes, GB = 10^9).
+  A second figure, **streaming MB/s**, leaves out the start-up: the
+  receiver's stderr (``-v``) is polled every 10 ms for its ``starting log
+  streaming at`` line, and the bytes are divided by the time from that line
+  to the exit.
 
 The receivers run with ``-S <run slot> --endpos <end - 1>``: both stop once
 ``endpos <`` the position received, checked after each message and when a
@@ -117,9 +121,12 @@ class WalsenderSampler(threading.Thread):
     """Finds the run slot's walsender and samples its CPU time (see the
     module docstring); also records whether its connection uses TLS."""
 
-    def __init__(self, primary: Primary, slot: str) -> None:
+    def __init__(self, primary: Primary, slot: str, stderr_path: Path, t0: float) -> None:
         super().__init__(daemon=True)
         self.primary, self.slot = primary, slot
+        self.stderr_path, self.t0 = stderr_path, t0
+        #: seconds from spawning the receiver to its "starting log streaming" line
+        self.start_line_s: float | None = None
         self.pid: int | None = None
         self.cpu: float | None = None
         self.ssl: bool | None = None
@@ -128,6 +135,10 @@ class WalsenderSampler(threading.Thread):
     def run(self) -> None:
         with self.primary.cluster.connect() as conn:
             while not self._stop_event.is_set():
+                if self.start_line_s is None:
+                    now = time.perf_counter() - self.t0
+                    if START_RE.search(self.stderr_path.read_text(errors="replace")):
+                        self.start_line_s = now
                 if self.pid is None:
                     row = conn.execute(
                         "SELECT s.active_pid, l.ssl FROM pg_replication_slots s "
@@ -186,13 +197,13 @@ def measure(run: Run, primary: Primary, rng: WalRange, workdir: Path, logdir: Pa
     stderr_path = logdir / f"{tag}.stderr"
     result: dict[str, Any] = dict(receiver=run.receiver, mode=run.mode, transport=run.transport,
                                   round=run.round, argv=argv)
-    sampler = WalsenderSampler(primary, slot)
     timed_out = threading.Event()
     try:
         with open(stderr_path, "wb") as err:
             t0 = time.perf_counter()
             proc = subprocess.Popen(argv, stdout=err, stderr=err, stdin=subprocess.DEVNULL,
                                     env=clean_env(), cwd=REPO_ROOT)
+        sampler = WalsenderSampler(primary, slot, stderr_path, t0)
         sampler.start()
 
         def on_timeout() -> None:
@@ -246,6 +257,9 @@ def measure(run: Run, primary: Primary, rng: WalRange, workdir: Path, logdir: Pa
             status="ok", wall_s=round(wall, 4), mb_s=round(rng.nbytes / 1e6 / wall, 1),
             recv_cpu_s=round(cpu, 3), recv_cpu_s_per_gb=round(cpu / gb, 3),
             recv_user_s=round(rusage.ru_utime, 3), recv_sys_s=round(rusage.ru_stime, 3),
+            start_line_s=None if sampler.start_line_s is None else round(sampler.start_line_s, 3),
+            stream_mb_s=None if sampler.start_line_s is None else
+            round(rng.nbytes / 1e6 / (wall - sampler.start_line_s), 1),
             walsender_cpu_s=sampler.cpu,
             walsender_cpu_s_per_gb=None if sampler.cpu is None else round(sampler.cpu / gb, 3),
             write_bytes=write_bytes, output_bytes=output_bytes)

@@ -42,8 +42,9 @@ def summarize(doc: Doc) -> list[dict[str, Any]]:
     ceiling = {}
     for t, m, rc in keys:
         if rc == DISCARD:
-            ok = [r["mb_s"] for r in doc["runs"] if r["transport"] == t and r["receiver"] == rc
-                  and r["status"] == "ok"]
+            ok = [r["stream_mb_s"] for r in doc["runs"] if r["transport"] == t
+                  and r["receiver"] == rc and r["status"] == "ok"
+                  and r.get("stream_mb_s") is not None]
             if ok:
                 ceiling[t] = statistics.median(ok)
     rows = []
@@ -56,14 +57,19 @@ def summarize(doc: Doc) -> list[dict[str, Any]]:
             ws = [r["walsender_cpu_s_per_gb"] for r in ok if r["walsender_cpu_s_per_gb"] is not None]
             wb = [r["write_bytes"] for r in ok if r["write_bytes"] is not None]
             med = statistics.median(mbs)
+            stream = _median([r["stream_mb_s"] for r in ok if r.get("stream_mb_s") is not None])
             row.update(
                 mb_s_min=min(mbs), mb_s_median=med,
+                stream_mb_s_median=stream,
+                start_line_s_median=_median([r["start_line_s"] for r in ok
+                                             if r.get("start_line_s") is not None]),
                 recv_cpu_s_per_gb=_median([r["recv_cpu_s_per_gb"] for r in ok]),
                 walsender_cpu_s_per_gb=_median(ws),
                 write_gb=None if not wb else statistics.median(wb) / 1e9,
                 output_gb=statistics.median([r["output_bytes"] for r in ok]) / 1e9,
                 of_disk=med / limits["disk"] if "disk" in limits else None,
-                of_ceiling=med / ceiling[t] if t in ceiling else None)
+                # streaming figures on both sides: start-up is no part of the sender
+                of_ceiling=None if t not in ceiling or stream is None else stream / ceiling[t])
         not_ok = [r for r in runs if r["status"] != "ok"]
         if not_ok:
             row["status"] = not_ok[0]["status"]
@@ -125,19 +131,21 @@ def _pct(x: float | None) -> str:
 
 def table_rows(doc: Doc) -> tuple[list[str], list[list[str]]]:
     head = ["transport", "mode", "receiver", "ok/runs", "MB/s min", "MB/s median",
+            "streaming MB/s median", "start-up s",
             "recv CPU s/GB", "walsender CPU s/GB", "written GB", "files GB", "of disk limit",
-            "of sender ceiling", "walfast/pg per round", "walfast/pg medians", "note"]
+            "streaming, of sender ceiling", "walfast/pg per round", "walfast/pg medians", "note"]
     body = []
     for r in summarize(doc):
         note = f"{r['status']}: {r.get('error', '')}"[:100] if "status" in r else ""
         if "mb_s_median" not in r:
             body.append([r["transport"], r["mode"], r["receiver"], f"{r['ok']}/{r['runs']}"]
-                        + [""] * 10 + [note])
+                        + [""] * 12 + [note])
             continue
         ratio = " ".join(f"{x:.2f}" for x in r.get("ratio_per_round", []))
         body.append([
             r["transport"], r["mode"], r["receiver"], f"{r['ok']}/{r['runs']}",
             _f(r["mb_s_min"], ",.0f"), _f(r["mb_s_median"], ",.0f"),
+            _f(r["stream_mb_s_median"], ",.0f"), _f(r["start_line_s_median"], ".2f"),
             _f(r["recv_cpu_s_per_gb"], ".2f"), _f(r["walsender_cpu_s_per_gb"], ".2f"),
             _f(r["write_gb"], ".2f"), _f(r["output_gb"], ".2f"),
             _pct(r["of_disk"]) if MODES.get(r["mode"], ([], "x"))[1] == "" and r["receiver"] != DISCARD else "–",

@@ -107,7 +107,8 @@ def _mount_of(path: Path) -> dict[str, str]:
             mnt = left.split()[4].replace("\\040", " ")
             if (path_s == mnt or path_s.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best[0]):
                 fstype, dev = right.split()[:2]
-                best = (mnt, dict(mount=mnt, fstype=fstype, device=dev, options=left.split()[5]))
+                best = (mnt, dict(mount=mnt, fstype=fstype, device=dev, options=left.split()[5],
+                                  super_options=right.split()[2]))
     return best[1]
 
 
@@ -158,7 +159,9 @@ def _run_line(r: dict[str, Any]) -> str:
     if r["status"] != "ok":
         return f"{head} {r['status'].upper()}: {r.get('error')}"
     ws = r["walsender_cpu_s_per_gb"]
-    return (f"{head} {r['mb_s']:>8,.0f} MB/s  recv {r['recv_cpu_s_per_gb']:.2f} CPU s/GB  "
+    st = r["stream_mb_s"]
+    return (f"{head} {r['mb_s']:>8,.0f} MB/s ({'?' if st is None else f'{st:,.0f}'} streaming)  "
+            f"recv {r['recv_cpu_s_per_gb']:.2f} CPU s/GB  "
             f"walsender {'?' if ws is None else f'{ws:.2f}'} CPU s/GB  "
             f"written {(r['write_bytes'] or 0) / 1e6:,.0f} MB")
 
