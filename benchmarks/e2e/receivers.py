@@ -130,6 +130,7 @@ class WalsenderSampler(threading.Thread):
         self.pid: int | None = None
         self.cpu: float | None = None
         self.ssl: bool | None = None
+        self.cipher: str | None = None
         self._stop_event = threading.Event()
 
     def run(self) -> None:
@@ -141,11 +142,12 @@ class WalsenderSampler(threading.Thread):
                         self.start_line_s = now
                 if self.pid is None:
                     row = conn.execute(
-                        "SELECT s.active_pid, l.ssl FROM pg_replication_slots s "
+                        "SELECT s.active_pid, l.ssl, l.version || ' ' || l.cipher "
+                        "FROM pg_replication_slots s "
                         "LEFT JOIN pg_stat_ssl l ON l.pid = s.active_pid "
                         "WHERE s.slot_name = %s", (self.slot,)).fetchone()
                     if row and row[0] is not None:
-                        self.pid, self.ssl = row
+                        self.pid, self.ssl, self.cipher = row
                 if self.pid is not None:
                     self.sample()
                 self._stop_event.wait(0.01)
@@ -226,7 +228,8 @@ def measure(run: Run, primary: Primary, rng: WalRange, workdir: Path, logdir: Pa
         except Exception as exc:  # report, but the run's figures stand
             result["warning"] = f"could not drop slot {slot}: {exc}"
     stderr = stderr_path.read_text(errors="replace")
-    result.update(exit_code=proc.returncode, walsender_pid=sampler.pid, ssl=sampler.ssl)
+    result.update(exit_code=proc.returncode, walsender_pid=sampler.pid, ssl=sampler.ssl,
+                  tls_cipher=sampler.cipher)
     m = START_RE.search(stderr)
     result["start_line"] = m.group(0) if m else None
 

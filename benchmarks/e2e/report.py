@@ -22,6 +22,13 @@ def _median(xs: Sequence[float]) -> float | None:
     return statistics.median(xs) if xs else None
 
 
+def smoke_note(doc: Doc) -> str:
+    """Non-empty for a run too small to be quoted as a result."""
+    if doc["meta"]["range"]["bytes"] < 10**9 or doc["meta"]["rounds"] < 3:
+        return "SMOKE RUN (under 1 GB or under 3 rounds): a harness check, not results"
+    return ""
+
+
 def limit_medians(doc: Doc) -> dict[str, float]:
     out = {}
     for name in ("disk", "memcpy"):
@@ -183,12 +190,16 @@ def limits_lines(doc: Doc) -> list[str]:
 
 def text_table(head: list[str], body: list[list[str]]) -> str:
     widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
-    fmt = lambda row: "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()  # noqa: E731
+
+    def fmt(row: list[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
     return "\n".join([fmt(head), fmt(["-" * w for w in widths]), *map(fmt, body)])
 
 
 def md_table(head: list[str], body: list[list[str]]) -> str:
-    right = {i for i, h in enumerate(head) if any(s in h for s in ("MB/s", "GB", "TPS", "ms", "of "))}
+    left = {"transport", "mode", "receiver", "ok/runs", "walfast/pg per round", "note",
+            "synchronous standby"}
+    right = {i for i, h in enumerate(head) if h not in left}
     sep = ["---:" if i in right else "---" for i in range(len(head))]
     return "\n".join("| " + " | ".join(row) + " |" for row in [head, sep, *body])
 
@@ -198,7 +209,9 @@ def render(doc: Doc, markdown: bool = False) -> str:
     rng = doc["meta"]["range"]
     parts = [f"WAL range {rng['start']} .. {rng['end']}: {rng['bytes'] / 1e6:,.0f} MB "
              f"({rng['segments']} segments of {rng['segment_size'] // 2**20} MiB), "
-             f"{doc['meta']['rounds']} round(s)", ""]
+             f"{doc['meta']['rounds']} round(s), {doc['meta']['date']}", ""]
+    if smoke_note(doc):
+        parts[1:1] = ["", ("**" + smoke_note(doc) + "**") if markdown else smoke_note(doc)]
     parts += [("- " if markdown else "") + line for line in limits_lines(doc)]
     parts += ["", table(*table_rows(doc))]
     if doc.get("syncbench", {}).get("runs"):
@@ -263,7 +276,8 @@ def chart(doc: Doc, path: Path) -> None:
                fontsize="small", frameon=False)
     rng = doc["meta"]["range"]
     fig.suptitle(f"{rng['bytes'] / 1e9:.1f} GB of WAL, {doc['meta']['rounds']} rounds, "
-                 f"{doc['meta']['date']}", y=0.02, fontsize="small")
+                 f"{doc['meta']['date']}" + (f" — {smoke_note(doc)}" if smoke_note(doc) else ""),
+                 y=0.02, fontsize="small", color="red" if smoke_note(doc) else "black")
     fig.tight_layout(rect=(0, 0.04, 1, 0.86))
     fig.savefig(path, dpi=90)
     plt.close(fig)

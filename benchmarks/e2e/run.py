@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _mount_of(path: Path) -> dict[str, str]:
     """Filesystem type, device and options of the mount holding ``path``."""
-    path_s, best = str(path.resolve()), ("", {})
+    path_s = str(path.resolve())
+    best: tuple[str, dict[str, str]] = ("", {})
     with open("/proc/self/mountinfo") as f:
         for line in f:
             left, _, right = line.partition(" - ")
@@ -200,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
             argv=sys.argv, rounds=args.rounds, modes=args.modes, transports=args.transports,
             receivers=args.receivers, range=rng.as_dict(),
             compressed_fraction=primary.compressibility(rng),
-            primary_settings={k: str(v) for k, v in primary.cluster.settings().items()
+            primary_settings={k: ({True: "on", False: "off"}[v] if isinstance(v, bool) else str(v))
+                              for k, v in primary.cluster.settings().items()
                               if not k.startswith("ssl_")},
             machine=machine_info(bindir, args.workdir, primary)),
             "limits": [], "runs": []}
