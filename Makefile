@@ -4,13 +4,15 @@
 #   make demo    install walfast, then run its main job on a throwaway primary
 #   make test    install walfast with its test extra, then run the whole suite
 #   make bench   the engine microbenchmarks (never part of `make test`)
+#   make bench-e2e  walfast against pg_receivewal end to end (benchmarks/README.md);
+#                options in E2E_ARGS, e.g. E2E_ARGS='--size 64MB --rounds 1'
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench venv clean
+.PHONY: demo test bench bench-e2e venv clean
 
 venv:
 	./scripts/ensure-postgresql
@@ -25,6 +27,10 @@ test: venv
 
 bench: venv
 	$(PY) -m pytest benchmarks/bench_engine.py $(PYTEST_ARGS)
+
+bench-e2e: venv
+	$(PY) -m pip install -q -e '.[test,bench]'
+	$(PY) -m benchmarks.e2e $(E2E_ARGS)
 
 clean:
 	rm -rf build $(VENV) walfast/*.c walfast/*.so walfast/*.html *.egg-info

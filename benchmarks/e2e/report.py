@@ -1,0 +1,298 @@
+"""Summaries of the runs: the table (text and markdown) and the chart.
+
+Everything here works on the JSON document :mod:`benchmarks.e2e.run`
+writes, so ``python -m benchmarks.e2e.report RESULTS.json`` redraws the
+table and chart of an earlier run.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from benchmarks.e2e.receivers import DISCARD, MODES
+
+Doc = dict[str, Any]
+
+
+def _median(xs: Sequence[float]) -> float | None:
+    return statistics.median(xs) if xs else None
+
+
+def smoke_note(doc: Doc) -> str:
+    """Non-empty for a run too small to be quoted as a result."""
+    if doc["meta"]["range"]["bytes"] < 10**9 or doc["meta"]["rounds"] < 3:
+        return "SMOKE RUN (under 1 GB or under 3 rounds): a harness check, not results"
+    return ""
+
+
+def limit_medians(doc: Doc) -> dict[str, float]:
+    out = {}
+    for name in ("disk", "memcpy"):
+        xs = [x["mb_s"] for x in doc["limits"] if x["limit"] == name]
+        if xs:
+            out[name] = statistics.median(xs)
+    return out
+
+
+def summarize(doc: Doc) -> list[dict[str, Any]]:
+    """One row per (transport, mode, receiver), in run order."""
+    limits = limit_medians(doc)
+    keys: list[tuple[str, str, str]] = []
+    for r in doc["runs"]:
+        k = (r["transport"], r["mode"], r["receiver"])
+        if k not in keys:
+            keys.append(k)
+    ceiling = {}
+    for t, m, rc in keys:
+        if rc == DISCARD:
+            ok = [r["stream_mb_s"] for r in doc["runs"] if r["transport"] == t
+                  and r["receiver"] == rc and r["status"] == "ok"
+                  and r.get("stream_mb_s") is not None]
+            if ok:
+                ceiling[t] = statistics.median(ok)
+    rows = []
+    for t, m, rc in keys:
+        runs = [r for r in doc["runs"] if (r["transport"], r["mode"], r["receiver"]) == (t, m, rc)]
+        ok = [r for r in runs if r["status"] == "ok"]
+        row: dict[str, Any] = dict(transport=t, mode=m, receiver=rc, runs=len(runs), ok=len(ok))
+        if ok:
+            mbs = [r["mb_s"] for r in ok]
+            ws = [r["walsender_cpu_s_per_gb"] for r in ok if r["walsender_cpu_s_per_gb"] is not None]
+            wb = [r["write_bytes"] for r in ok if r["write_bytes"] is not None]
+            med = statistics.median(mbs)
+            stream = _median([r["stream_mb_s"] for r in ok if r.get("stream_mb_s") is not None])
+            row.update(
+                mb_s_min=min(mbs), mb_s_median=med,
+                stream_mb_s_median=stream,
+                start_line_s_median=_median([r["start_line_s"] for r in ok
+                                             if r.get("start_line_s") is not None]),
+                recv_cpu_s_per_gb=_median([r["recv_cpu_s_per_gb"] for r in ok]),
+                walsender_cpu_s_per_gb=_median(ws),
+                write_gb=None if not wb else statistics.median(wb) / 1e9,
+                output_gb=statistics.median([r["output_bytes"] for r in ok]) / 1e9,
+                of_disk=med / limits["disk"] if "disk" in limits else None,
+                # streaming figures on both sides: start-up is no part of the sender
+                of_ceiling=None if t not in ceiling or stream is None else stream / ceiling[t])
+        not_ok = [r for r in runs if r["status"] != "ok"]
+        if not_ok:
+            row["status"] = not_ok[0]["status"]
+            row["error"] = not_ok[0].get("error")
+        if rc == "walfast":
+            row.update(_ratios(doc, t, m))
+        rows.append(row)
+    return rows
+
+
+def _ratios(doc: Doc, transport: str, mode: str) -> dict[str, Any]:
+    """walfast/pg_receivewal MB/s per round (both ok), and of the medians."""
+    by: dict[str, dict[int, float]] = {"walfast": {}, "pg_receivewal": {}}
+    for r in doc["runs"]:
+        if r["transport"] == transport and r["mode"] == mode and r["status"] == "ok" \
+                and r["receiver"] in by:
+            by[r["receiver"]][r["round"]] = r["mb_s"]
+    rounds = sorted(set(by["walfast"]) & set(by["pg_receivewal"]))
+    per_round = [round(by["walfast"][n] / by["pg_receivewal"][n], 2) for n in rounds]
+    out: dict[str, Any] = dict(ratio_per_round=per_round)
+    if by["walfast"] and by["pg_receivewal"]:
+        out["ratio_median"] = round(statistics.median(by["walfast"].values())
+                                    / statistics.median(by["pg_receivewal"].values()), 2)
+    return out
+
+
+def sync_summary(doc: Doc) -> list[dict[str, Any]]:
+    runs = doc.get("syncbench", {}).get("runs", [])
+    rows = []
+    for standby in dict.fromkeys(r["standby"] for r in runs):
+        rs = [r for r in runs if r["standby"] == standby]
+        ok = [r for r in rs if r["status"] == "ok"]
+        row: dict[str, Any] = dict(standby=standby, runs=len(rs), ok=len(ok))
+        if ok:
+            row.update(tps_median=statistics.median(r["tps"] for r in ok),
+                       tps_min=min(r["tps"] for r in ok),
+                       latency_ms_median=statistics.median(r["latency_ms"] for r in ok))
+        if len(ok) < len(rs):
+            row["error"] = next(r["error"] for r in rs if r["status"] != "ok")
+        rows.append(row)
+    pg = next((r for r in rows if r["standby"] == "pg_receivewal" and "tps_median" in r), None)
+    for r in rows:
+        if pg is not None and "tps_median" in r:
+            r["tps_vs_pg_receivewal"] = round(r["tps_median"] / pg["tps_median"], 3)
+    return rows
+
+
+# --------------------------------------------------------------------------- #
+# tables
+# --------------------------------------------------------------------------- #
+
+def _f(x: Any, fmt: str) -> str:
+    return "–" if x is None else format(x, fmt)
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.0f} %"
+
+
+def table_rows(doc: Doc) -> tuple[list[str], list[list[str]]]:
+    head = ["transport", "mode", "receiver", "ok/runs", "MB/s min", "MB/s median",
+            "streaming MB/s median", "start-up s",
+            "recv CPU s/GB", "walsender CPU s/GB", "written GB", "files GB", "of disk limit",
+            "streaming, of sender ceiling", "walfast/pg per round", "walfast/pg medians", "note"]
+    body = []
+    for r in summarize(doc):
+        note = f"{r['status']}: {r.get('error', '')}"[:100] if "status" in r else ""
+        if "mb_s_median" not in r:
+            body.append([r["transport"], r["mode"], r["receiver"], f"{r['ok']}/{r['runs']}"]
+                        + [""] * 12 + [note])
+            continue
+        ratio = " ".join(f"{x:.2f}" for x in r.get("ratio_per_round", []))
+        body.append([
+            r["transport"], r["mode"], r["receiver"], f"{r['ok']}/{r['runs']}",
+            _f(r["mb_s_min"], ",.0f"), _f(r["mb_s_median"], ",.0f"),
+            _f(r["stream_mb_s_median"], ",.0f"), _f(r["start_line_s_median"], ".2f"),
+            _f(r["recv_cpu_s_per_gb"], ".2f"), _f(r["walsender_cpu_s_per_gb"], ".2f"),
+            _f(r["write_gb"], ".2f"), _f(r["output_gb"], ".2f"),
+            _pct(r["of_disk"]) if MODES.get(r["mode"], ([], "x"))[1] == "" and r["receiver"] != DISCARD else "–",
+            _pct(r["of_ceiling"]) if r["receiver"] != DISCARD else "–",
+            ratio or ("–" if r["receiver"] == "walfast" else ""),
+            _f(r.get("ratio_median"), ".2f") if r["receiver"] == "walfast" else "", note])
+    return head, body
+
+
+def sync_table_rows(doc: Doc) -> tuple[list[str], list[list[str]]]:
+    head = ["synchronous standby", "ok/runs", "TPS median", "TPS min", "latency avg ms (median)",
+            "TPS / pg_receivewal's", "note"]
+    body = []
+    for r in sync_summary(doc):
+        note = f"failed: {r['error']}"[:100] if "error" in r else ""
+        if "tps_median" not in r:
+            body.append([r["standby"], f"{r['ok']}/{r['runs']}", "", "", "", "", note])
+            continue
+        body.append([r["standby"], f"{r['ok']}/{r['runs']}", f"{r['tps_median']:,.0f}",
+                     f"{r['tps_min']:,.0f}", f"{r['latency_ms_median']:.2f}",
+                     _f(r.get("tps_vs_pg_receivewal"), ".3f"), note])
+    return head, body
+
+
+def limits_lines(doc: Doc) -> list[str]:
+    out = []
+    for name, what in (("disk", "disk (segment files, one fsync each)"),
+                       ("memcpy", "memcpy (numpy copyto)")):
+        xs = [x["mb_s"] for x in doc["limits"] if x["limit"] == name]
+        if xs:
+            out.append(f"{what}: median {statistics.median(xs):,.0f} MB/s, min {min(xs):,.0f} "
+                       f"(rounds: {', '.join(f'{x:,.0f}' for x in xs)})")
+    return out
+
+
+def text_table(head: list[str], body: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
+
+    def fmt(row: list[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
+    return "\n".join([fmt(head), fmt(["-" * w for w in widths]), *map(fmt, body)])
+
+
+def md_table(head: list[str], body: list[list[str]]) -> str:
+    left = {"transport", "mode", "receiver", "ok/runs", "walfast/pg per round", "note",
+            "synchronous standby"}
+    right = {i for i, h in enumerate(head) if h not in left}
+    sep = ["---:" if i in right else "---" for i in range(len(head))]
+    return "\n".join("| " + " | ".join(row) + " |" for row in [head, sep, *body])
+
+
+def render(doc: Doc, markdown: bool = False) -> str:
+    table = md_table if markdown else text_table
+    rng = doc["meta"]["range"]
+    parts = [f"WAL range {rng['start']} .. {rng['end']}: {rng['bytes'] / 1e6:,.0f} MB "
+             f"({rng['segments']} segments of {rng['segment_size'] // 2**20} MiB), "
+             f"{doc['meta']['rounds']} round(s), {doc['meta']['date']}", ""]
+    if smoke_note(doc):
+        parts[1:1] = ["", ("**" + smoke_note(doc) + "**") if markdown else smoke_note(doc)]
+    parts += [("- " if markdown else "") + line for line in limits_lines(doc)]
+    parts += ["", table(*table_rows(doc))]
+    if doc.get("syncbench", {}).get("runs"):
+        sb = doc["syncbench"]["settings"]
+        parts += ["", f"pgbench tpcb-like, scale {sb['scale']}, {sb['clients']} clients, "
+                      f"{sb['threads']} threads, {sb['seconds']} s per run, over {sb['transport']}:",
+                  "", table(*sync_table_rows(doc))]
+    return "\n".join(parts) + "\n"
+
+
+# --------------------------------------------------------------------------- #
+# chart
+# --------------------------------------------------------------------------- #
+
+def chart(doc: Doc, path: Path) -> None:
+    """Median MB/s per receiver and mode (bars; a tick marks the minimum),
+    one panel per transport, with the sender ceiling (discard receiver) and
+    the disk limit as horizontal lines."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = summarize(doc)
+    transports = list(dict.fromkeys(r["transport"] for r in rows))
+    modes = [m for m in MODES if any(r["mode"] == m for r in rows)]
+    limits = limit_medians(doc)
+    fig, axes = plt.subplots(1, len(transports), figsize=(max(7.5, 4.2 * len(transports) + 1), 4.6),
+                             sharey=True, squeeze=False)
+    colors = {"walfast": "#1f77b4", "pg_receivewal": "#ff7f0e"}
+    width = 0.38
+    for ax, t in zip(axes[0], transports):
+        for k, rc in enumerate(("walfast", "pg_receivewal")):
+            xs, meds, mins = [], [], []
+            for i, m in enumerate(modes):
+                r = next((r for r in rows if (r["transport"], r["mode"], r["receiver"]) == (t, m, rc)
+                          and "mb_s_median" in r), None)
+                x = i + (k - 0.5) * width
+                if r is not None:
+                    xs.append(x)
+                    meds.append(r["mb_s_median"])
+                    mins.append(r["mb_s_min"])
+                elif any((q["transport"], q["mode"], q["receiver"]) == (t, m, rc) for q in rows):
+                    # ran, but unavailable or failed: say so, never a bar
+                    ax.text(x, 0, "n/a", ha="center", va="bottom", fontsize="x-small",
+                            rotation=90, color=colors[rc])
+            ax.bar(xs, meds, width, color=colors[rc], label=f"{rc} (median)")
+            ax.scatter(xs, mins, marker="_", color="black", s=120, zorder=3,
+                       label="minimum" if k == 0 else None)
+        disc = next((r for r in rows if r["transport"] == t and r["receiver"] == DISCARD
+                     and "mb_s_median" in r), None)
+        if disc is not None:
+            ax.axhline(disc["mb_s_median"], color="gray", linestyle="--",
+                       label="sender ceiling (discard)")
+        if "disk" in limits:
+            ax.axhline(limits["disk"], color="green", linestyle=":", label="disk limit")
+        ax.set_title(t)
+        ax.set_xticks(range(len(modes)), modes, rotation=30, ha="right")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("MB/s (10^6 bytes/s)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=3 if len(transports) == 1 else 5,
+               fontsize="small", frameon=False)
+    rng = doc["meta"]["range"]
+    fig.suptitle(f"{rng['bytes'] / 1e9:.1f} GB of WAL, {doc['meta']['rounds']} rounds, "
+                 f"{doc['meta']['date']}" + (f" — {smoke_note(doc)}" if smoke_note(doc) else ""),
+                 y=0.02, fontsize="small", color="red" if smoke_note(doc) else "black")
+    fig.tight_layout(rect=(0, 0.04, 1, 0.86))
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print("usage: python -m benchmarks.e2e.report RESULTS.json [CHART.png]", file=sys.stderr)
+        return 2
+    doc = json.loads(Path(argv[0]).read_text())
+    print(render(doc, markdown=True))
+    if len(argv) > 1:
+        chart(doc, Path(argv[1]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,65 @@
+"""A harness check of the end-to-end benchmark (benchmarks/e2e), not a
+benchmark: it runs ``python -m benchmarks.e2e`` on a tiny range (16 MB of
+1 MiB segments, one round, the unix socket, no pgbench) and checks that
+every run received the whole range and produced figures, and that a mode a
+receiver lacks is reported as unavailable, never with a number.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_e2e_harness_on_a_tiny_range(pg_bindir: Path, tmp_path: Path) -> None:
+    results = tmp_path / "e2e.json"
+    env = dict(os.environ, WALFAST_BENCH_ALLOW_TMPFS="1", PG_BINDIR=str(pg_bindir))
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.e2e", "--size", "16MB", "--wal-segsize", "1",
+         "--rounds", "1", "--modes", "durable,zstd", "--transports", "unix",
+         "--pgbench-seconds", "0", "--workdir", str(tmp_path), "--json", str(results),
+         "--chart", ""],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads(results.read_text())
+    rng = doc["meta"]["range"]
+    assert rng["segment_size"] == 2**20
+    assert rng["bytes"] >= 16 * 10**6 and rng["bytes"] % rng["segment_size"] == 0
+
+    runs = {(r["mode"], r["receiver"]): r for r in doc["runs"]}
+    assert set(runs) == {("durable", "walfast"), ("durable", "pg_receivewal"),
+                         ("zstd", "walfast"), ("zstd", "pg_receivewal"),
+                         ("discard", "discard")}
+    for key in [("durable", "walfast"), ("durable", "pg_receivewal"), ("discard", "discard")]:
+        r = runs[key]
+        assert r["status"] == "ok", r
+        assert r["start_line"] == f"starting log streaming at {rng['start']} (timeline 1)"
+        assert r["mb_s"] > 0 and r["recv_cpu_s"] > 0 and r["walsender_cpu_s"] is not None
+        assert r["ssl"] is False
+    for rc in ("walfast", "pg_receivewal"):
+        r = runs[("durable", rc)]
+        # exactly the range's segments (checked against pg_wal by the harness)
+        assert r["output_bytes"] == rng["bytes"]
+        assert r["write_bytes"] >= rng["bytes"]
+
+    # pg_receivewal has no zstd: reported unavailable with its own error
+    r = runs[("zstd", "pg_receivewal")]
+    assert r["status"] == "unavailable" and "mb_s" not in r
+    assert "pg_receivewal: error:" in r["error"]
+    r = runs[("zstd", "walfast")]
+    assert r["status"] in ("ok", "unavailable")
+    assert ("mb_s" in r) == (r["status"] == "ok")
+
+    assert {x["limit"] for x in doc["limits"]} == {"disk", "memcpy"}
+    assert all(x["mb_s"] > 0 for x in doc["limits"])
+    summary = {(s["mode"], s["receiver"]): s for s in doc["summary"]}
+    assert summary[("durable", "walfast")]["ratio_per_round"]
+    assert results.with_suffix(".md").read_text().count("| unix |") == 5
