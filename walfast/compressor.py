@@ -174,6 +174,18 @@ def _new_decompressor(method: str) -> _Decompressor:
     raise ValueError(f"unknown compression method {method!r}")
 
 
+def _decompress_all(d: _Decompressor, data: bytes) -> int:
+    """Feed *data*; return how many bytes came out.  lz4's decoder returns
+    only part of a flushed block unless given an output size (and then asked
+    again), so it is driven with max_length until it needs more input."""
+    if isinstance(d, lz4.frame.LZ4FrameDecompressor):
+        n = len(d.decompress(data, max_length=_READ_CHUNK))
+        while not d.eof and not d.needs_input:
+            n += len(d.decompress(b"", max_length=_READ_CHUNK))
+        return n
+    return len(d.decompress(data))
+
+
 def _decoded_chunks(path: str, method: str, limit: int) -> Iterator[int]:
     """Sizes of the uncompressed pieces of *path*, read as concatenated
     members/frames of *method*; stops once more than *limit* bytes came out.
@@ -187,7 +199,7 @@ def _decoded_chunks(path: str, method: str, limit: int) -> Iterator[int]:
             if not data:
                 return
             while data:
-                n = len(d.decompress(data))
+                n = _decompress_all(d, data)
                 total += n
                 yield n
                 if not d.eof:
