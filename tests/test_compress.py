@@ -502,9 +502,21 @@ def test_zstd_against_pg_wal_and_resume(pg_cluster_factory, tmp_path):
     cluster.generate_wal(seg)
     end2 = cluster.current_wal_lsn()
     assert find_streaming_start(tmp_path, seg) == ((end // seg) * seg, 1)
-    assert _walfast(cluster, tmp_path, "zstd", endpos=end2) is ReceiveOutcome.ENDPOS_REACHED
-    _check_against_pg_wal(tmp_path, cluster, "zstd")
+    # This time with a slot: the flush position it reports (the slot's
+    # restart_lsn after the stop) is covered by the compressed files.
+    cluster.execute("SELECT pg_create_physical_replication_slot('wf_zstd')")
+    assert _walfast(cluster, tmp_path, "zstd", endpos=end2,
+                    slot="wf_zstd") is ReceiveOutcome.ENDPOS_REACHED
+    contents = _check_against_pg_wal(tmp_path, cluster, "zstd")
     assert (tmp_path / (cluster.segment_name(end // seg) + ".zst")).exists()
+    (restart,), = cluster.execute(
+        "SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = 'wf_zstd'")
+    restart_lsn = parse_lsn(restart)
+    last = max(contents)
+    covered = (restart_lsn // seg) * seg + len(contents[last]) if last.endswith(".partial") \
+        else (restart_lsn // seg + 1) * seg
+    assert (end // seg) * seg < restart_lsn <= covered, \
+        (format_lsn(restart_lsn), format_lsn(covered))
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -119,6 +119,10 @@ cdef class CopyStream:
     * addition: when reporting flush, each periodic status update flushes
       first, so the slot advances every interval instead of once a segment;
     * *flush_bytes* > 0: also flush whenever that much is pending.
+
+    With compressed output (the writer has a ``sink``) a flush is a request
+    to the compressing worker; the loop also polls the queue's eventfd and
+    reports the new flush position as soon as the worker synced it.
     """
 
     cdef void *_conn
