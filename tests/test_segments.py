@@ -84,7 +84,8 @@ def test_junk_names_are_ignored(wal_dir, seg, caplog):
         good + ".tmp",
         good + ".partial.tmp",
         good + ".gz.tmp",
-        good + ".zst",
+        good + ".zstd",                     # (".zst" is walfast's own compressed name)
+        good + ".zst.partial.tmp",          # a compressed restart's side file
         good + ".partial.gz",               # suffixes in the wrong order
         good + ".00000028.backup",
         "X" + good[1:],

@@ -7,8 +7,10 @@ line).  So the same hand-built directory is given to both and the answers are
 compared.  When the directory has nothing usable pg_receivewal falls back to
 the server's position, which walfast's ``None`` leaves to the caller.
 
-``.lz4`` files are left out: the lz4 Python package is optional and absent
-here (test_segments.py covers that path).
+Compressed layouts (``.gz``, ``.lz4``, their ``.partial`` forms) are built
+with the standard codecs; pg_receivewal checks a completed ``.gz`` by its
+ISIZE trailer and a completed ``.lz4`` by decompressing it.  ``.zst`` is
+walfast's own: pg_receivewal does not know the name (see the last test).
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import re
 import subprocess
 from pathlib import Path
 
+import lz4.frame
 import pytest
+import zstandard
 
 from walfast.lsn import parse_lsn, segment_file_name
 from walfast.protocol import connect, identify_system
@@ -49,6 +53,13 @@ def _build(directory: Path, seg: int, files: list[tuple]) -> None:
             size = {"full": seg, "half": seg // 2, "full+1": seg + 1}[size]
         if suffix.startswith(".gz") and not suffix.endswith(".partial"):
             _gz_file(path, size)
+        elif suffix == ".lz4":
+            path.write_bytes(lz4.frame.compress(bytes(size)))
+        elif suffix == ".zst":
+            path.write_bytes(zstandard.ZstdCompressor().compress(bytes(size)))
+        elif suffix == ".lz4.partial" and size:
+            # what walfast and pg_receivewal leave after a clean stop: a frame
+            path.write_bytes(lz4.frame.compress(bytes(size)))
         else:
             with open(path, "wb") as f:
                 f.truncate(size)
@@ -71,6 +82,17 @@ CASES = {
     "gz wrong isize on top": [(1, 3, ".gz", "full"), (1, 4, ".gz", "half")],
     "gz partial on top": [(1, 3, ".gz", "full"), (1, 4, ".gz.partial", 0)],
     "lz4 partial on top": [(1, 3, "", "full"), (1, 4, ".lz4.partial", 0)],
+    "lz4 complete": [(1, 3, ".gz", "full"), (1, 4, ".lz4", "full")],
+    "lz4 wrong size on top": [(1, 3, ".lz4", "full"), (1, 4, ".lz4", "half")],
+    "lz4 oversized on top": [(1, 3, ".lz4", "full"), (1, 4, ".lz4", "full+1")],
+    "gz oversized on top": [(1, 3, "", "full"), (1, 4, ".gz", "full+1")],
+    "gz complete beats gz partial": [(1, 4, ".gz.partial", 0), (1, 4, ".gz", "full")],
+    "lz4 complete beats lz4 partial": [(1, 4, ".lz4", "full"), (1, 4, ".lz4.partial", "half")],
+    "partial of another method": [(1, 3, ".lz4", "full"), (1, 4, ".gz.partial", 0),
+                                  (1, 4, ".lz4.partial", "half")],
+    "plain, gz and lz4 mixed": [(1, 3, "", "full"), (1, 4, ".gz", "full"),
+                                (1, 5, ".lz4", "full"), (1, 6, ".gz", "half")],
+    "compressed higher timeline": [(1, 5, ".gz", "full"), (2, 5, ".lz4.partial", 0)],
     "across log ids": [(1, "last_of_log0", "", "full"), (1, "first_of_log1", "", "full")],
     "far LSN": [(1, 3, "", "full"), (2, "far", ".partial", 0)],
 }
@@ -135,3 +157,13 @@ def test_segment_zero_differs_on_purpose(server, pg_bindir, tmp_path):
         xlogpos = identify_system(c).xlogpos
     lsn, tli = _pg_receivewal_start(pg_bindir, server.conninfo(), tmp_path)
     assert (lsn, tli) == (xlogpos - xlogpos % seg, 1)
+
+
+def test_zst_is_walfast_only(server, pg_bindir, tmp_path):
+    """walfast resumes after its own completed ``.zst`` files; pg_receivewal
+    does not know the suffix and goes by the rest of the directory."""
+    seg = server.wal_segment_size
+    _build(tmp_path, seg, [(1, 3, ".gz", "full"), (1, 4, ".zst", "full"),
+                           (1, 5, ".zst", "half")])
+    assert find_streaming_start(tmp_path, seg) == (5 * seg, 1)
+    assert _pg_receivewal_start(pg_bindir, server.conninfo(), tmp_path) == (4 * seg, 1)

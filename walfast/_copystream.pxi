@@ -119,6 +119,10 @@ cdef class CopyStream:
     * addition: when reporting flush, each periodic status update flushes
       first, so the slot advances every interval instead of once a segment;
     * *flush_bytes* > 0: also flush whenever that much is pending.
+
+    With compressed output (the writer has a ``sink``) a flush is a request
+    to the compressing worker; the loop also polls the queue's eventfd and
+    reports the new flush position as soon as the worker synced it.
     """
 
     cdef void *_conn
@@ -173,9 +177,14 @@ cdef class CopyStream:
     cdef int _after_batch(self) noexcept nogil:
         """Flush and report as the policy says.  0, -2 (writer error) or
         EV_CONN_ERROR."""
-        cdef bint send = self._last_status == 0
-        cdef bint pending = self._w._write_lsn > self._w._flush_lsn
+        cdef bint send
+        cdef bint pending
         cdef int64_t now = pg_now()
+        # Compressed output: take in the worker's flush position first.
+        if self._w._poll_sink(now) < 0:
+            return -2
+        send = self._last_status == 0
+        pending = self._w._write_lsn > self._w._flush_lsn
         if self._synchronous and pending:
             if self._w._flush() < 0:
                 return -2
@@ -204,7 +213,14 @@ cdef class CopyStream:
         cdef char *buf
         cdef int n, rc
         cdef Py_ssize_t fed
-        cdef pollfd pfd
+        cdef pollfd pfd[2]
+        cdef int nfds = 1
+        # Compressed output: the worker's eventfd wakes us when it synced, so
+        # the new flush position is reported without waiting for the socket.
+        if self._w.sink is not None:
+            pfd[1].fd = self._w.sink._efd
+            pfd[1].events = POLLIN
+            nfds = 2
         while True:
             # Drain every message libpq already holds.
             while True:
@@ -240,20 +256,23 @@ cdef class CopyStream:
                 due = self._last_status + self._status_interval - now
                 if due < wait_us:
                     wait_us = due if due > 0 else 0
-            pfd.fd = self._sock
-            pfd.events = POLLIN | (POLLOUT if self._out_pending else 0)
-            pfd.revents = 0
-            rc = poll(&pfd, 1, <int>((wait_us + 999) // 1000))
+            pfd[0].fd = self._sock
+            pfd[0].events = POLLIN | (POLLOUT if self._out_pending else 0)
+            pfd[0].revents = 0
+            pfd[1].revents = 0
+            rc = poll(pfd, nfds, <int>((wait_us + 999) // 1000))
             if rc < 0:
                 if errno == EINTR:
                     return EV_INTERRUPTED
                 return EV_CONN_ERROR
-            if self._out_pending and pfd.revents & POLLOUT:
+            if nfds == 2 and pfd[1].revents:
+                self._w.sink._drain_eventfd()
+            if self._out_pending and pfd[0].revents & POLLOUT:
                 rc = _pq.flush(self._conn)
                 if rc < 0:
                     return EV_CONN_ERROR
                 self._out_pending = rc == 1
-            if pfd.revents & (POLLIN | POLLERR | POLLHUP):
+            if pfd[0].revents & (POLLIN | POLLERR | POLLHUP):
                 if _pq.consume_input(self._conn) == 0:
                     return EV_CONN_ERROR
 

@@ -8,6 +8,8 @@ policy (when to flush, when to report), which belong to the control layer.
 * :class:`SegmentWriter` (``_segwriter.pxi``): preallocated segment files
   written with pwrite, batched fdatasync, durable completion, page-header
   checks before bytes are written.
+* :class:`ChunkQueue` (``_chunkqueue.pxi``): the bounded hand-over of WAL
+  to the compressing worker thread when output is compressed.
 * :class:`StreamParser` (``_frames.pxi``): CopyData frames and payloads
   (XLogData, keepalive) fed into a writer without a Python object per message.
 * :class:`CopyStream` (``_copystream.pxi``): the receive loop over libpq:
@@ -23,6 +25,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 
 include "_cdefs.pxi"
 include "_errinfo.pxi"
+include "_chunkqueue.pxi"
 include "_segwriter.pxi"
 include "_frames.pxi"
 include "_copystream.pxi"

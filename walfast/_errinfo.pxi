@@ -22,6 +22,7 @@ cdef enum ErrCode:
     ERR_SEGMENT_SIZE  # existing .partial of a wrong size: file, found, expected
     ERR_MID_SEGMENT   # asked to start mid-segment without the segment's file
     ERR_STATE         # used after close() or after an earlier error: reason
+    ERR_SINK          # the compressing worker failed: its exception is queue.error
 
 
 cdef struct ErrInfo:
@@ -35,6 +36,7 @@ cdef struct ErrInfo:
     uint64_t lsn
     uint64_t expected
     uint64_t found
+    void *queue               # ERR_SINK: the ChunkQueue (borrowed; its owner outlives the record)
 
 
 cdef inline void err_set_fname(ErrInfo *e, const char *fname) noexcept nogil:
@@ -96,4 +98,8 @@ cdef int raise_errinfo(ErrInfo *e, object directory) except -1:
             f"segment's beginning, {_fmt(e.expected)}",
             path,
         )
+    if e.code == ERR_SINK and e.queue != NULL:
+        exc = getattr(<object>e.queue, "error")
+        if exc is not None:
+            raise exc
     raise WalfastError(what or "unknown engine error")

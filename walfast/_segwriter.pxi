@@ -15,6 +15,15 @@
 #            directory.  Only then is the segment's end counted as flushed.
 #   close    the incomplete segment is synced and stays NAME.partial.
 #
+# Compressed output (sink=ChunkQueue): the checks, the boundary splitting and
+# the stop position stay here; the file I/O moves to a worker thread
+# (walfast/compressor.py).  WAL bytes are copied into the queue's chunks
+# instead of pwritten, a segment end commits its last chunk with
+# CHUNK_SEGMENT_END, flush() queues a sync request (one outstanding at a
+# time) and flush_lsn only moves when the worker publishes what it synced
+# (_poll_sink).  The only branch on the uncompressed path is one test per
+# _append / _flush call.
+#
 # Why pwrite and not memcpy into an mmap of the segment: measured here
 # (benchmarks/README.md), every first touch of a 4 KiB page of a fresh
 # mapping costs a page fault plus zeroing of the new page-cache page, ~0.6
@@ -33,6 +42,9 @@
 cimport cython
 
 cdef uint64_t MIN_SEGMENT_SIZE = 1 << 20
+# Compressed output: a partly filled chunk goes to the worker after this long
+# without filling up, so a quiet stream still reaches the file.
+cdef int64_t SINK_MAX_DELAY_US = 200000
 cdef uint64_t MAX_SEGMENT_SIZE = 1 << 30
 
 
@@ -92,6 +104,15 @@ cdef class SegmentWriter:
     cdef bint _failed
     cdef bint _closed
     cdef ErrInfo _err
+    cdef uint64_t _completed_end  # end of the last completed segment, 0 = none yet
+
+    # Compressed output (None / NULL when writing plain files).
+    cdef readonly ChunkQueue sink
+    cdef char _suffix_buf[16]     # file-name suffix of compressed files (".gz")
+    cdef ChunkSlot *_slot         # the chunk being filled
+    cdef int64_t _slot_since      # pg time its first byte arrived
+    cdef uint64_t _sync_requested # target of the last sync request
+    cdef bint _sink_seg_open      # bytes of the current segment were queued
 
     def __cinit__(self):
         self._dirfd = -1
@@ -99,7 +120,7 @@ cdef class SegmentWriter:
 
     def __init__(self, directory, *, timeline, start_lsn, segment_size,
                  system_identifier=0, page_magic=0, page_size=8192, sync=True,
-                 file_mode=0o600):
+                 file_mode=0o600, sink=None, sink_suffix=""):
         cdef uint64_t segsize = segment_size
         if segsize < MIN_SEGMENT_SIZE or segsize > MAX_SEGMENT_SIZE or segsize & (segsize - 1):
             raise ValueError(
@@ -127,8 +148,18 @@ cdef class SegmentWriter:
         # Pages are checked from the first page boundary at or after the
         # start; a page we start in the middle of was checked when it landed.
         self._next_check = (self._write_lsn + page_size - 1) & ~(<uint64_t>page_size - 1)
+        if sink is not None:
+            if self._write_lsn & self._segmask:
+                raise ValueError("compressed output must start at a segment boundary")
+            bsuffix = _os.fsencode(sink_suffix)
+            if len(bsuffix) >= <Py_ssize_t>sizeof(self._suffix_buf) or b"/" in bsuffix or b"\0" in bsuffix:
+                raise ValueError(f"invalid file-name suffix {sink_suffix!r}")
+            memcpy(self._suffix_buf, <const char *>bsuffix, len(bsuffix))
+            self._suffix_buf[len(bsuffix)] = 0
+            self.sink = sink
+            self._err.queue = <void *>sink
         self._dirfd = _os.open(self.directory, _os.O_RDONLY | _os.O_DIRECTORY | _os.O_CLOEXEC)
-        if self._write_lsn & self._segmask:
+        if self._write_lsn & self._segmask and sink is None:
             # Starting mid-segment needs the segment's file now: fail early.
             with nogil:
                 rc = self._open_segment()
@@ -258,6 +289,7 @@ cdef class SegmentWriter:
             return self._os_error("could not fsync directory", errno, False)
         self._segments_completed += 1
         self._flush_lsn = self._write_lsn
+        self._completed_end = self._write_lsn
         return 0
 
     cdef int _page_error(self, uint64_t lsn, const char *field, uint64_t expected,
@@ -392,6 +424,8 @@ cdef class SegmentWriter:
         Page headers are checked before their page is written: bytes from a
         bad page on never reach the file."""
         cdef uint64_t off, chunk, ok
+        if self.sink is not None:
+            return self._append_sink(p, n)
         if self._check_usable() < 0:
             return -1
         while n > 0:
@@ -434,12 +468,154 @@ cdef class SegmentWriter:
 
     cdef int _flush(self) noexcept nogil:
         cdef uint64_t target = self._flushable()
+        if self.sink is not None:
+            return self._flush_sink(target)
         if target <= self._flush_lsn:
             return 0
         if self._fd >= 0 and self._sync_segment() < 0:
             return -1
         self._flush_lsn = target
         return 0
+
+    # ---- compressed output: the queue to the worker (nogil) ---------------
+
+    cdef int _sink_error(self) noexcept nogil:
+        self._err.code = ERR_SINK
+        self._err.what = "the compressing worker failed"
+        return -1
+
+    cdef int _sink_put(self, const unsigned char *p, size_t n) noexcept nogil:
+        """Copy n bytes, which land at write_lsn, into chunks; a full chunk
+        goes to the worker.  Waits for a free chunk when all are taken."""
+        cdef uint64_t lsn = self._write_lsn
+        cdef size_t take
+        while n > 0:
+            if self._slot == NULL:
+                self._slot = self.sink._acquire(lsn)
+                if self._slot == NULL:
+                    return self._sink_error()
+                self._slot_since = pg_now()
+            take = self.sink._size - self._slot.length
+            if take > n:
+                take = n
+            memcpy(self._slot.buf + self._slot.length, p, take)
+            self._slot.length += take
+            p += take
+            n -= take
+            lsn += take
+            if self._slot.length == self.sink._size:
+                self.sink._commit(self._slot)
+                self._slot = NULL
+        return 0
+
+    cdef int _sink_commit(self, uint32_t flags, uint64_t target) noexcept nogil:
+        """Hand the chunk being filled (an empty one if none) to the worker
+        with *flags*."""
+        if self._slot == NULL:
+            if flags == 0:
+                return 0
+            self._slot = self.sink._acquire(self._write_lsn)
+            if self._slot == NULL:
+                return self._sink_error()
+        self._slot.flags |= flags
+        self._slot.target = target
+        self.sink._commit(self._slot)
+        self._slot = NULL
+        return 0
+
+    cdef int _append_sink(self, const unsigned char *p, size_t n) noexcept nogil:
+        """_append for compressed output: the same checks and splitting,
+        bytes go to the queue."""
+        cdef uint64_t off, chunk, ok, segno
+        if self._check_usable() < 0:
+            return -1
+        while n > 0:
+            off = self._write_lsn & self._segmask
+            if not self._sink_seg_open:
+                segno = self._write_lsn // self._segsize
+                snprintf(self._fname, sizeof(self._fname), "%08X%08X%08X%s.partial",
+                         self._timeline, <uint32_t>(segno // self._segs_per_id),
+                         <uint32_t>(segno % self._segs_per_id), self._c_suffix())
+                self._sink_seg_open = True
+            chunk = self._segsize - off
+            if chunk > n:
+                chunk = n
+            ok = self._check_pages(p, chunk)
+            if ok and self._sink_put(p, ok) < 0:
+                return -1
+            self._write_lsn += ok
+            if ok < chunk:
+                return -1           # _check_pages set the page error
+            p += chunk
+            n -= chunk
+            if self._write_lsn & self._segmask == 0:
+                if self._sink_commit(CHUNK_SEGMENT_END, self._write_lsn) < 0:
+                    return -1
+                self._sink_seg_open = False
+                if self._check_stop():
+                    return 0
+        return 0
+
+    cdef const char *_c_suffix(self) noexcept nogil:
+        return self._suffix_buf
+
+    cdef int _flush_sink(self, uint64_t target) noexcept nogil:
+        """Ask the worker to sync up to *target*, unless a sync is already
+        outstanding (its completion wakes the receive loop, which asks again:
+        syncs batch themselves while the disk is busy)."""
+        if self._poll_sink(0) < 0:
+            return -1
+        if target <= self._flush_lsn or self._sync_requested > self._flush_lsn:
+            return 0
+        if self._sink_commit(CHUNK_SYNC, target) < 0:
+            return -1
+        self._sync_requested = target
+        return 0
+
+    cdef int _poll_sink(self, int64_t now) noexcept nogil:
+        """Take in what the worker published (flush position, completed
+        segments, failure).  With *now*, also hand over a chunk that has
+        waited SINK_MAX_DELAY_US for more bytes (the stream went quiet)."""
+        cdef uint64_t flushed, completed, completed_end
+        cdef bint failed
+        if self.sink is None:
+            return 0
+        self.sink._read_published(&flushed, &completed, &completed_end, &failed)
+        if failed:
+            return self._sink_error()
+        if flushed > self._flush_lsn:
+            self._flush_lsn = flushed
+        self._segments_completed = completed
+        self._completed_end = completed_end
+        if now and self._slot != NULL and self._slot.length \
+                and now - self._slot_since >= SINK_MAX_DELAY_US:
+            return self._sink_commit(0, 0)
+        return 0
+
+    cdef int _close_sink(self) noexcept nogil:
+        """Queue the end of the stream and wait until the worker has synced
+        it; then everything accepted is flushed."""
+        cdef uint64_t target = self._flushable()
+        if self._sink_commit(CHUNK_CLOSE, target) < 0:
+            return -1
+        if not self.sink._wait_finished():
+            return self._sink_error()
+        if self._poll_sink(0) < 0:
+            return -1
+        if self._flush_lsn < target:
+            self._flush_lsn = target
+        return 0
+
+    cdef int _flush_sink_wait(self) noexcept nogil:
+        cdef uint64_t target = self._flushable()
+        if target <= self._flush_lsn:
+            return 0
+        if self._sink_commit(CHUNK_SYNC, target) < 0:
+            return -1
+        self._sync_requested = target
+        if not self.sink._wait_flushed(target):
+            return self._sink_error()
+        return self._poll_sink(0)
 
     # ---- Python API ------------------------------------------------------
 
@@ -464,10 +640,15 @@ cdef class SegmentWriter:
             raise_errinfo(&self._err, self.directory)
 
     def flush(self):
-        """Make everything written durable (one fdatasync) and return :attr:`flush_lsn`."""
+        """Make everything written durable (one fdatasync) and return :attr:`flush_lsn`.
+
+        With compressed output: queue a sync and wait until the worker did it."""
         cdef int rc
         with nogil:
-            rc = self._flush()
+            if self.sink is not None:
+                rc = self._flush_sink_wait()
+            else:
+                rc = self._flush()
         if rc < 0:
             raise_errinfo(&self._err, self.directory)
         return self._flush_lsn
@@ -480,6 +661,15 @@ cdef class SegmentWriter:
         """
         cdef int rc = 0
         if self._closed:
+            return
+        if self.sink is not None:
+            with nogil:
+                rc = self._close_sink()
+                self._closed = True
+                close(self._dirfd)
+                self._dirfd = -1
+            if rc < 0:
+                raise_errinfo(&self._err, self.directory)
             return
         with nogil:
             if self._fd >= 0:
@@ -512,6 +702,8 @@ cdef class SegmentWriter:
     def flush_lsn(self):
         """End of the WAL known to be on disk (with ``sync=False``: handed to
         the kernel).  Only this may be reported as flushed."""
+        if self.sink is not None and not self._closed:
+            self._poll_sink(0)
         return self._flush_lsn
 
     @property
@@ -565,7 +757,16 @@ cdef class SegmentWriter:
     @property
     def segments_completed(self):
         """Segments filled, synced and renamed to their final name."""
+        if self.sink is not None and not self._closed:
+            self._poll_sink(0)
         return self._segments_completed
+
+    @property
+    def completed_end(self):
+        """End LSN of the last segment completed (synced and renamed), 0 if none."""
+        if self.sink is not None and not self._closed:
+            self._poll_sink(0)
+        return self._completed_end
 
     @property
     def syncs(self):
@@ -574,8 +775,12 @@ cdef class SegmentWriter:
 
     @property
     def current_file(self):
-        """Path of the open ``.partial`` file, or None."""
-        if self._fd < 0:
+        """Path of the open ``.partial`` file, or None.  With compressed
+        output: the ``.partial`` the current segment's bytes go to."""
+        if self.sink is not None:
+            if not self._sink_seg_open:
+                return None
+        elif self._fd < 0:
             return None
         return _os.path.join(self.directory, self._fname.decode("ascii"))
 

@@ -48,8 +48,8 @@ StrPath = Union[str, "os.PathLike[str]"]
 
 #: A name pg_receivewal's ``is_xlogfilename`` accepts: 24 uppercase hex
 #: digits, then nothing, ``.gz``, ``.lz4``, ``.partial``, ``.gz.partial`` or
-#: ``.lz4.partial``.
-_WAL_FILE_RE = re.compile(r"([0-9A-F]{24})(\.gz|\.lz4)?(\.partial)?")
+#: ``.lz4.partial``; and walfast's own ``.zst`` / ``.zst.partial``.
+_WAL_FILE_RE = re.compile(r"([0-9A-F]{24})(\.gz|\.lz4|\.zst)?(\.partial)?")
 
 #: Compressed bytes read per step, and uncompressed bytes produced per step,
 #: when measuring an ``.lz4`` file (pg_receivewal uses 64 kB for both).
@@ -67,14 +67,16 @@ def find_streaming_start(directory: StrPath, segment_size: int) -> tuple[int, in
     pg_receivewal's ``FindStreamingStart``:
 
     1. Files named like WAL segments (24 uppercase hex digits, optionally
-       ``.gz``/``.lz4``, optionally then ``.partial``) are considered; every
+       ``.gz``/``.lz4``/``.zst``, optionally then ``.partial``) are considered; every
        other name (history files, ``.tmp`` files, lowercase names) is ignored.
     2. A *completed* file must hold exactly one segment, else it is skipped
        with a warning: a plain file by its size, a ``.gz`` file by its gzip
        trailer (ISIZE, the uncompressed size mod 2**32), an ``.lz4`` file by
        decompressing it (only if the ``lz4`` module is installed; without it
        ``.lz4`` files are skipped with a warning, where pg_receivewal built
-       without lz4 exits).  ``.partial`` files are not size-checked here.
+       without lz4 exits), a ``.zst`` file (walfast's own; pg_receivewal
+       ignores the name) by decompressing it too.  ``.partial`` files are
+       not size-checked here.
     3. The file with the highest segment number wins; on a tie the higher
        timeline; on a further tie a completed file beats a ``.partial``.
     4. The result is the start of the *next* segment when the winner is
@@ -168,6 +170,21 @@ def _completed_file_ok(
             return False
         return True
 
+    if compression == ".zst":
+        # walfast's own: like ".lz4", decompress and count (a zstd frame
+        # written by a stream compressor does not record the content size).
+        try:
+            usize = _zstd_uncompressed_size(path, segment_size)
+        except (EOFError, ValueError) as exc:
+            logger.warning('could not decompress file "%s": %s, skipping', name, exc)
+            return False
+        if usize != segment_size:
+            logger.warning(
+                'compressed segment file "%s" has incorrect uncompressed size %d, skipping',
+                name, usize)
+            return False
+        return True
+
     # ".lz4": the frame format need not record the content size (and files
     # compressed by another tool may not), so decompress and count, stopping
     # as soon as the count exceeds a segment.
@@ -212,6 +229,32 @@ def _lz4_uncompressed_size(lz4_frame: object, path: str, limit: int) -> int:
                 # Concatenated frames: continue with a fresh decompressor.
                 data = dec.unused_data
                 dec = decompressor_type()
+    return total
+
+
+def _zstd_uncompressed_size(path: str, limit: int) -> int:
+    """Uncompressed size of the zstd frames in ``path``, or some value above
+    ``limit`` once it is known to exceed it.  Raises ``ValueError`` for
+    damaged data.  As pg_receivewal's ``.lz4`` check, only the size counts:
+    a frame cut short just decodes to fewer bytes."""
+    import zstandard
+
+    total = 0
+    dec = zstandard.ZstdDecompressor().decompressobj()
+    try:
+        with open(path, "rb") as f:
+            while total <= limit:
+                data = f.read(_LZ4_READ_CHUNK)
+                if not data:
+                    break
+                while data:
+                    total += len(dec.decompress(data))
+                    if not dec.eof:
+                        break
+                    data = dec.unused_data  # concatenated frames
+                    dec = zstandard.ZstdDecompressor().decompressobj()
+    except zstandard.ZstdError as exc:
+        raise ValueError(str(exc)) from None
     return total
 
 

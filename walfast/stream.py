@@ -26,6 +26,7 @@ import psycopg
 from psycopg import pq
 
 from walfast import _core, protocol, segments
+from walfast.compressor import CompressWorker
 from walfast._libpq import psycopg_libpq_path
 from walfast.compression import CompressionSpec
 from walfast.errors import TimelineError, WalfastError
@@ -130,8 +131,6 @@ def stream_once(
     raises :class:`walfast.errors.WalfastError` subclasses.
     """
     _ensure_libpq()
-    if options.compression is not None:
-        raise WalfastError("compressed output is not implemented yet")
     if conn is None:
         conn = protocol.connect(conninfo, application_name=application_name)
     try:
@@ -189,11 +188,20 @@ def _stream_timeline(
         msg = res.error_message.decode(errors="replace").strip() if res is not None else ""
         raise WalfastError(f'could not send replication command "START_REPLICATION": {msg}')
 
+    # Compressed output: the writer queues the checked WAL for a worker
+    # thread that compresses and writes (walfast/compressor.py).
+    spec = options.compression
+    sink = _core.ChunkQueue() if spec is not None else None
     writer = _core.SegmentWriter(
         directory, timeline=timeline, start_lsn=start, segment_size=segment_size,
         system_identifier=info.systemid, page_size=page_size, sync=options.sync,
-        file_mode=file_mode,
+        file_mode=file_mode, sink=sink, sink_suffix=spec.suffix if spec is not None else "",
     )
+    worker = None
+    if spec is not None and sink is not None:
+        worker = CompressWorker(
+            sink, directory, spec, timeline=timeline, segment_size=segment_size,
+            sync=options.sync, file_mode=file_mode).start()
     try:
         if options.endpos is not None:
             writer.stop_lsn = options.endpos
@@ -234,8 +242,12 @@ def _stream_timeline(
                 protocol.end_copy(pgconn)
                 return ReceiveOutcome.STOPPED, None
     finally:
-        if not writer.closed:
-            writer.close()
+        try:
+            if not writer.closed:
+                writer.close()
+        finally:
+            if worker is not None:
+                worker.stop()
 
 
 def _report_final(copy: _core.CopyStream, options: StreamOptions) -> None:
@@ -279,7 +291,7 @@ def _log_segments(writer: _core.SegmentWriter, done: int) -> int:
     completed = writer.segments_completed
     if completed > done and log.isEnabledFor(logging.INFO):
         size = writer.segment_size
-        last_end = segment_start(writer.write_lsn, size)
+        last_end = writer.completed_end
         for k in range(completed - done, 0, -1):
             log.info("finished segment at %s (timeline %d)",
                      format_lsn(last_end - (k - 1) * size), writer.timeline)
