@@ -41,6 +41,7 @@ from compat import (
     Result,
     directory_difference,
     listing,
+    read_segment,
     pg_receivewal,
     run,
     stream_lines,
@@ -649,3 +650,43 @@ def test_continue_the_other_programs_directory(cluster, pg, wf, tmp_path, first_
         [cluster.segment_name(a + 4) + ".partial"]
     assert_completed_like_pg_wal(mixed, cluster)
     assert mismatch(mixed, cluster, a * seg, e2) is None
+
+
+# --------------------------------------------------------------------------- #
+# 6. compressed output (-Z), side by side
+# --------------------------------------------------------------------------- #
+
+@pytest.mark.parametrize("value, suffix", [
+    pytest.param("gzip:1", ".gz", id="gzip-1"),
+    pytest.param("5", ".gz", id="bare-level-5"),
+    pytest.param("gzip:level=9", ".gz", id="gzip-level-9"),
+    pytest.param("lz4", ".lz4", id="lz4"),
+    pytest.param("lz4:1", ".lz4", id="lz4-1"),
+    pytest.param("none", "", id="none"),
+])
+def test_compressed_endpos_side_by_side(cluster, pg, wf, tmp_path, value, suffix):
+    """-Z METHOD[:DETAIL] and the bare level: the same file names, the same
+    decompressed contents (completed files equal to pg_wal, the stopped
+    segment's .partial a decodable prefix of it) and the same lines."""
+    seg = cluster.wal_segment_size
+    a = _fresh_wal(cluster, 3)
+    pg_dir, wf_dir = _seeded_dirs(tmp_path, cluster, a, "pg", "wf")
+    endpos = (a + 2) * seg + seg // 2 + 1234
+    common = ["-n", "-v", "-Z", value, "-E", format_lsn(endpos), "-d", cluster.conninfo()]
+    theirs, ours = _run_pair([(pg, ["-D", str(pg_dir), *common]),
+                              (wf, ["-D", str(wf_dir), *common])])
+    assert theirs.returncode == 0, theirs
+    assert ours.returncode == 0, ours
+    expected = sorted([cluster.segment_name(a), cluster.segment_name(a + 1) + suffix,
+                       cluster.segment_name(a + 2) + suffix + ".partial"])
+    assert listing(pg_dir) == expected
+    problem = directory_difference(pg_dir, wf_dir)
+    assert problem is None, problem
+    completed = cluster.segment_name(a + 1)
+    assert read_segment(wf_dir / (completed + suffix)) == (cluster.pg_wal / completed).read_bytes()
+    received = endpos % seg  # at least this much of the last segment
+    partial = read_segment(wf_dir / expected[-1])
+    assert len(partial) >= received
+    assert partial[:received] == \
+        (cluster.pg_wal / cluster.segment_name(a + 2)).read_bytes()[:received]
+    assert stream_lines(ours.stderr) == stream_lines(theirs.stderr)
