@@ -25,6 +25,7 @@ include "_cdefs.pxi"
 include "_errinfo.pxi"
 include "_segwriter.pxi"
 include "_frames.pxi"
+include "_progress.pxi"
 include "_copystream.pxi"
 
 
