@@ -27,6 +27,7 @@ from walfast import __version__
 from walfast.errors import WalfastError
 from walfast.lsn import parse_lsn
 from walfast.segments import check_directory
+from walfast.status import ReceiveExtras
 from walfast.stream import (
     NOTICE,
     ReceiveOutcome,
@@ -68,6 +69,11 @@ def _receive_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     g.add_argument("-S", "--slot", metavar="SLOTNAME", help="replication slot to use")
     g.add_argument("--synchronous", action="store_true", help="flush write-ahead log immediately after writing")
     g.add_argument("-v", "--verbose", action="store_true", help="output verbose messages")
+    # Issue 7 (walfast.status / walfast.metrics): metrics endpoint, catch-up bar.
+    g.add_argument("--metrics-address", metavar="[HOST:]PORT",
+                   help="serve Prometheus metrics there (PORT alone: 127.0.0.1; default: off)")
+    g.add_argument("--no-progress", action="store_true",
+                   help="no progress bar while catching up (shown on a terminal only)")
     g.add_argument("-?", "--help", action="help", help="show this help, then exit")
     c = p.add_argument_group("Connection options")
     c.add_argument("-d", "--dbname", metavar="CONNSTR", default="", help="connection string")
@@ -87,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     _receive_parser(sub)
     sub.add_parser("demo", add_help=False,
                    help="stream a throwaway local primary's WAL and check it (walfast demo --help)")
+    sub.add_parser("status", add_help=False, help="show a receiver's progress (walfast status --help)")
+    sub.add_parser("wait", add_help=False,
+                   help="wait until a receiver has flushed an LSN (walfast wait --help)")
     return parser
 
 
@@ -184,6 +193,10 @@ def cmd_receive(args: argparse.Namespace) -> int:
     stop = _StopFlag()
     signal.signal(signal.SIGINT, stop.handler)
     signal.signal(signal.SIGTERM, stop.handler)
+    try:  # issue 7: metrics endpoint and catch-up bar beside the loop
+        extras = ReceiveExtras(directory, args.metrics_address, args.no_progress)
+    except WalfastError as e:
+        return _fail(str(e))
     try:
         outcome = receive_to_directory(conninfo, options, should_stop=stop,
                                        loop=not args.no_loop)
@@ -191,6 +204,8 @@ def cmd_receive(args: argparse.Namespace) -> int:
         return _fail(error_text(e))
     except (WalfastError, OSError) as e:
         return _fail(str(e))
+    finally:
+        extras.close()
     if outcome is ReceiveOutcome.DISCONNECTED:
         return _fail("disconnected")
     return 0
@@ -202,6 +217,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from walfast import demo
 
         return demo.main(argv[1:])
+    if argv[:1] in (["status"], ["wait"]):  # issue 7
+        from walfast import status
+
+        return status.main(argv)
     parser = build_parser()
     try:
         args, extra = parser.parse_known_args(argv)

@@ -325,6 +325,8 @@ def receive_to_directory(
     try:
         if progress_state:
             state = progress.create_state(options.directory)
+            state.update(sync=options.sync, report_flush=options.report_flush,
+                         slot_name=options.slot or "")
     except BaseException:
         assert conn is not None
         conn.close()
