@@ -200,7 +200,8 @@ PROGRESS_SIZE = sizeof(wf_progress)
 
 
 cdef void _set_text(char *dst, size_t cap, str value) except *:
-    cdef bytes b = value.encode("utf-8")[:cap - 1]
+    # Cut to the field on a character boundary (NUL-terminated).
+    cdef bytes b = value.encode("utf-8")[:cap - 1].decode("utf-8", "ignore").encode("utf-8")
     memset(dst, 0, cap)
     memcpy(dst, <const char *>b, len(b))
 
