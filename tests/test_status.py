@@ -147,7 +147,7 @@ def test_catch_up_bar_shows_bytes_behind_then_closes(tmp_path):
     bar.update(dataclasses.replace(behind, written_lsn=5 << 20))
     assert bar._bar is not None and bar._bar.n == 4 << 20 and bar._bar.total == 8 << 20
     bar._bar.refresh()
-    assert "4.2 MB behind" in buf.getvalue() and "catching up" in buf.getvalue()
+    assert "4096 kB behind" in buf.getvalue() and "catching up" in buf.getvalue()
     bar.update(dataclasses.replace(behind, written_lsn=9 << 20))
     assert bar._bar is None                                # caught up: gone
     # Less than a segment behind: no bar at all.

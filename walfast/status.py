@@ -84,10 +84,11 @@ def _utc(t: float | None) -> str:
 
 
 def _size(n: float) -> str:
+    """As PostgreSQL's pg_size_pretty: 1024-based units, 16 MB segments."""
     for unit in ("bytes", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1000
+        if abs(n) < 10240 or unit == "TB":
+            return f"{n:.0f} {unit}"
+        n /= 1024
     raise AssertionError  # pragma: no cover
 
 
@@ -242,10 +243,11 @@ class CatchUpBar:
             if not s.running or behind < max(s.segment_size, 1):
                 return
             self._base = s.written_lsn
-            self._bar = tqdm(total=behind, unit="B", unit_scale=True, file=self.file,
+            self._bar = tqdm(total=behind, unit="B", unit_scale=True, unit_divisor=1024,
+                             file=self.file,
                              desc="catching up", leave=False, dynamic_ncols=True,
-                             bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix} "
-                             "[{rate_fmt}, {remaining} left]")
+                             bar_format="{desc}: {percentage:3.0f}%|{bar}| "
+                             "{n_fmt}/{total_fmt}{postfix} [{rate_fmt}, {remaining} left]")
         bar = self._bar
         if behind == 0 or not s.running:
             bar.close()
