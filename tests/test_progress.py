@@ -76,6 +76,22 @@ def test_stale_file_is_not_running_and_can_be_taken_over(tmp_path):
     again.close()
 
 
+def test_receiver_killed_mid_update_leaves_a_readable_takeover(tmp_path):
+    s = P.create_state(tmp_path)
+    s.close()
+    path = tmp_path / P.FILE_NAME
+    raw = bytearray(path.read_bytes())
+    raw[16] |= 1                      # seq odd: died between begin and end
+    path.write_bytes(bytes(raw))
+    with pytest.raises(P.ProgressStateError, match="inconsistent"):
+        P.read_progress(tmp_path, attempts=20)
+    again = P.create_state(tmp_path)
+    assert P.read_progress(tmp_path).seq % 2 == 0
+    again.update(state=P.STREAMING)
+    assert P.read_progress(tmp_path).status == "streaming"
+    again.close()
+
+
 def test_second_writer_is_refused(tmp_path):
     s = P.create_state(tmp_path)
     with pytest.raises(P.ProgressStateError, match=rf"another walfast receiver \(pid {os.getpid()}\)"):

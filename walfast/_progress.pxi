@@ -239,6 +239,10 @@ cdef class ProgressState:
         # Owned from here on (on failure above, the caller still owns fd).
         self._fd = fd
         self._p = <wf_progress *>m
+        # A receiver killed in the middle of an update left seq odd: make it
+        # even again, else it would stay odd (unreadable) from here on.
+        if self._p.seq & 1:
+            self._p.seq += 1
         wf_progress_begin(self._p)
         memset(<char *>self._p + 24, 0, sizeof(wf_progress) - 24)   # keeps seq
         memcpy(self._p.magic, b"WALFPROG", 8)
