@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from receivers import clean_env
+from walfast import progress
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -119,9 +120,15 @@ def read_segment(path: Path) -> bytes:
     return data
 
 
+#: walfast's own files in an output directory (pg_receivewal ignores them,
+#: so they are left out when listings are compared).
+WALFAST_FILES = frozenset({progress.FILE_NAME})
+
+
 def listing(directory: Path) -> list[str]:
-    """Every file name in *directory* (WAL, partial, history, anything)."""
-    return sorted(p.name for p in directory.iterdir())
+    """Every file name in *directory* (WAL, partial, history, anything but
+    :data:`WALFAST_FILES`)."""
+    return sorted(p.name for p in directory.iterdir() if p.name not in WALFAST_FILES)
 
 
 def directory_difference(a: Path, b: Path) -> str | None:

@@ -100,7 +100,7 @@ cdef class CopyStream:
     """Receive a started physical replication COPY into a StreamParser.
 
     CopyStream(pgconn_ptr, parser, *, report_flush, synchronous,
-               status_interval, flush_bytes=0)
+               status_interval, flush_bytes=0, progress=None)
 
     *pgconn_ptr* is psycopg's ``conn.pgconn.pgconn_ptr`` after
     ``START_REPLICATION`` returned COPY_BOTH; :func:`load_libpq` must have
@@ -123,6 +123,9 @@ cdef class CopyStream:
     With compressed output (the writer has a ``sink``) a flush is a request
     to the compressing worker; the loop also polls the queue's eventfd and
     reports the new flush position as soon as the worker synced it.
+
+    *progress*, a :class:`ProgressState`, is published to right after each
+    fdatasync and at the end of each batch (see :meth:`_publish`).
     """
 
     cdef void *_conn
@@ -138,9 +141,13 @@ cdef class CopyStream:
     cdef bint _out_pending            # PQflush could not send everything yet
     cdef uint64_t _status_updates
     cdef int64_t _last_receipt
+    # Shared progress state (None/NULL: none) and the counts already added to it.
+    cdef ProgressState _progress
+    cdef wf_progress *_shm
+    cdef uint64_t _pub_messages, _pub_bytes, _pub_segments, _pub_status
 
     def __init__(self, pgconn_ptr, StreamParser parser not None, *, report_flush,
-                 synchronous, status_interval, flush_bytes=0):
+                 synchronous, status_interval, flush_bytes=0, ProgressState progress=None):
         if _pq.handle == NULL:
             raise RuntimeError("walfast._core.load_libpq() has not been called")
         if status_interval < 0:
@@ -155,6 +162,53 @@ cdef class CopyStream:
         self._synchronous = synchronous
         self._status_interval = <int64_t>(status_interval * 1000000)
         self._flush_bytes = flush_bytes
+        if progress is not None:
+            self._progress = progress
+            self._shm = progress.shm()
+            self._pub_messages = parser._messages
+            self._pub_bytes = parser._wal_bytes
+            self._pub_segments = self._w._segments_completed
+
+    cdef int _flush(self) noexcept nogil:
+        """The writer's flush; when it did fdatasync, publish the new flush
+        position and its latency at once (flushed never ahead of the disk)."""
+        cdef uint64_t syncs = self._w._syncs
+        cdef int64_t t0 = wf_monotonic_us() if self._shm != NULL else 0
+        if self._w._flush() < 0:
+            return -1
+        if self._shm != NULL and self._w._syncs != syncs:
+            wf_progress_flushed(self._shm, self._w._write_lsn, self._w._flush_lsn,
+                                <uint64_t>(wf_monotonic_us() - t0))
+        return 0
+
+    cdef void _publish(self) noexcept nogil:
+        """Once per batch: positions, the server's walEnd and times, counters.
+        flushed only ever comes from the writer's flush_lsn, and only when it
+        means fdatasync'ed (not --no-sync)."""
+        cdef wf_progress *p = self._shm
+        if p == NULL:
+            return
+        wf_progress_begin(p)
+        if self._w._write_lsn > p.written_lsn:
+            p.written_lsn = self._w._write_lsn
+        if self._w._sync and self._w._flush_lsn > p.flushed_lsn:
+            p.flushed_lsn = self._w._flush_lsn
+        if self.parser._messages != self._pub_messages:
+            p.latest_end_lsn = self.parser._wal_end
+            p.latest_end_time = self.parser._wal_end_time
+            p.last_msg_send_time = self.parser._send_time
+            p.caught_up_time = self.parser._caught_up_time
+            p.last_msg_receipt_time = self._last_receipt
+        p.messages += self.parser._messages - self._pub_messages
+        p.wal_bytes += self.parser._wal_bytes - self._pub_bytes
+        p.segments_completed += self._w._segments_completed - self._pub_segments
+        p.status_updates += self._status_updates - self._pub_status
+        self._pub_messages = self.parser._messages
+        self._pub_bytes = self.parser._wal_bytes
+        self._pub_segments = self._w._segments_completed
+        self._pub_status = self._status_updates
+        p.update_time = pg_now()
+        wf_progress_end(p)
 
     cdef int _send_status(self) noexcept nogil:
         """Queue and flush a standby status update; -1 on a libpq error."""
@@ -186,17 +240,17 @@ cdef class CopyStream:
         send = self._last_status == 0
         pending = self._w._write_lsn > self._w._flush_lsn
         if self._synchronous and pending:
-            if self._w._flush() < 0:
+            if self._flush() < 0:
                 return -2
             send = True
         if self.parser._reply_requested:
             self.parser._reply_requested = False
-            if self._report_flush and pending and self._w._flush() < 0:
+            if self._report_flush and pending and self._flush() < 0:
                 return -2
             send = True
         if self._status_interval and now - self._last_status >= self._status_interval:
             if self._report_flush and self._w._write_lsn > self._w._flush_lsn \
-                    and self._w._flush() < 0:
+                    and self._flush() < 0:
                 return -2
             send = True
         if self._report_flush and self._w._flush_lsn != self._sent_flush:
@@ -235,12 +289,13 @@ cdef class CopyStream:
                     return EV_STOP_REACHED
                 if self._flush_bytes and \
                         self._w._write_lsn - self._w._flush_lsn >= self._flush_bytes:
-                    if self._w._flush() < 0:
+                    if self._flush() < 0:
                         return -2
                 if pg_now() >= deadline:
                     break
             self._last_receipt = pg_now()
             rc = self._after_batch()
+            self._publish()
             if rc != 0:
                 return rc
             if n == -1:
@@ -290,6 +345,11 @@ cdef class CopyStream:
         if rc == -2:
             raise_errinfo(&self._w._err, self._w.directory)
         return rc
+
+    def publish(self):
+        """Publish to the progress state now (after the writer was closed,
+        which synced its last bytes)."""
+        self._publish()
 
     def send_status(self):
         """Send a standby status update now.  Returns False on a libpq error."""

@@ -28,6 +28,7 @@ include "_errinfo.pxi"
 include "_chunkqueue.pxi"
 include "_segwriter.pxi"
 include "_frames.pxi"
+include "_progress.pxi"
 include "_copystream.pxi"
 
 

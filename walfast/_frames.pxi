@@ -49,6 +49,9 @@ cdef class StreamParser:
     cdef int _msgtype
     cdef uint64_t _wal_end
     cdef int64_t _send_time
+    cdef int64_t _wal_end_time     # sendTime when walEnd last advanced (latestWalEndTime)
+    cdef int64_t _caught_up_time   # sendTime of the last message after which all WAL
+                                   # up to its walEnd was written (else the first one's)
     cdef bint _reply_requested
     cdef uint64_t _messages
     cdef uint64_t _xlogdata
@@ -69,6 +72,19 @@ cdef class StreamParser:
         self._err.length = self._msglen
         self._err.lsn = self.writer._write_lsn
         return -1
+
+    cdef inline void _note_wal_end(self, uint64_t wal_end, int64_t send_time) noexcept nogil:
+        # As the walreceiver's ProcessWalSndrMessage: latestWalEndTime moves
+        # only when walEnd advances.
+        if wal_end > self._wal_end:
+            self._wal_end_time = send_time
+        self._wal_end = wal_end
+        self._send_time = send_time
+
+    cdef inline void _note_caught_up(self) noexcept nogil:
+        # A whole message was handled: lag accounting (walfast.progress).
+        if self.writer._write_lsn >= self._wal_end or self._caught_up_time == 0:
+            self._caught_up_time = self._send_time
 
     cdef int _start_message(self, int msgtype) noexcept nogil:
         """First byte of a CopyData payload seen: validate type and length."""
@@ -92,8 +108,7 @@ cdef class StreamParser:
         self._messages += 1
         if self._msgtype == MSG_XLOGDATA:
             # 'w' | dataStart | walEnd | sendTime
-            self._wal_end = wf_be64(h + 9)
-            self._send_time = <int64_t>wf_be64(h + 17)
+            self._note_wal_end(wf_be64(h + 9), <int64_t>wf_be64(h + 17))
             self._xlogdata += 1
             if self.writer._begin(wf_be64(h + 1)) < 0:
                 self._state = PS_FAILED
@@ -103,10 +118,11 @@ cdef class StreamParser:
             else:
                 self._state = PS_FRAME
                 self.writer._check_stop()
+                self._note_caught_up()
         else:
             # 'k' | walEnd | sendTime | replyRequested
-            self._wal_end = wf_be64(h + 1)
-            self._send_time = <int64_t>wf_be64(h + 9)
+            self._note_wal_end(wf_be64(h + 1), <int64_t>wf_be64(h + 9))
+            self._note_caught_up()
             if h[17]:
                 self._reply_requested = True
             self._keepalives += 1
@@ -138,6 +154,7 @@ cdef class StreamParser:
                 if self._left == 0:
                     self._state = PS_FRAME
                     self.writer._check_stop()
+                    self._note_caught_up()
             elif self._state == PS_HEADER:
                 if self._have == 0:
                     if self._start_message(buf[pos]) < 0:
@@ -261,6 +278,18 @@ cdef class StreamParser:
     def send_time(self):
         """sendTime of the latest message, in microseconds since 2000-01-01 UTC."""
         return self._send_time
+
+    @property
+    def wal_end_time(self):
+        """sendTime of the message that last advanced :attr:`wal_end`
+        (pg_stat_wal_receiver's latest_end_time), us since 2000-01-01 UTC."""
+        return self._wal_end_time
+
+    @property
+    def caught_up_time(self):
+        """sendTime of the last message after which everything up to its
+        walEnd was written; while never caught up, the first message's."""
+        return self._caught_up_time
 
     @property
     def messages(self):

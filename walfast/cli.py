@@ -3,7 +3,8 @@
 ``walfast receive`` streams WAL into a directory with pg_receivewal's options
 and behaviour (messages, exit codes): it is :mod:`walfast.receivewal` (the
 ``walfast-receivewal`` command) under walfast's name.  ``walfast demo`` runs
-the main job on a throwaway primary.  This module and
+the main job on a throwaway primary; ``walfast status`` and ``walfast wait``
+read a receiver's progress state (:mod:`walfast.status`).  This module and
 :mod:`walfast.receivewal` are the only ones that configure logging: the
 library only logs to the ``walfast`` logger.
 
@@ -44,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "options (walfast receive --help)")
     sub.add_parser("demo", add_help=False,
                    help="stream a throwaway local primary's WAL and check it (walfast demo --help)")
+    sub.add_parser("status", add_help=False,
+                   help="show a receiver's progress (walfast status --help)")
+    sub.add_parser("wait", add_help=False,
+                   help="wait until a receiver has flushed an LSN (walfast wait --help)")
     return parser
 
 
@@ -61,6 +66,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from walfast import demo
 
         return demo.main(argv[1:])
+    if argv[:1] in (["status"], ["wait"]):
+        from walfast import status
+
+        return status.main(argv)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

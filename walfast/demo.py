@@ -85,7 +85,8 @@ def run_demo(segment_size_mb: int = 16, wal_mb: int = 256, keep: bool = False) -
             print("    " + line)
 
         # Check: every completed segment is the primary's, byte for byte.
-        received = sorted(p for p in out.iterdir() if not p.name.endswith(".partial"))
+        # Completed segments only: not .partial, nor walfast.progress.
+        received = sorted(p for p in out.iterdir() if len(p.name) == 24 and "." not in p.name)
         nbytes = 0
         for f in received:
             theirs = pg.pg_wal / f.name

@@ -49,6 +49,7 @@ from walfast import __version__, protocol
 from walfast.compression import CompressionSpec, parse_compress_option
 from walfast.errors import WalfastError
 from walfast.segments import check_directory
+from walfast.status import ReceiveExtras
 from walfast.stream import (
     NOTICE,
     ReceiveOutcome,
@@ -122,6 +123,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("no-sync", None, False),
 )
 
+#: ``walfast receive`` also takes walfast's own options (walfast-receivewal
+#: does not, so that its abbreviations stay pg_receivewal's: ``--no-p`` is
+#: ``--no-password`` there, ambiguous here).
+WALFAST_OPTIONS: tuple[Option, ...] = OPTIONS + (
+    Option("metrics-address", None, True),
+    Option("no-progress", None, False),
+)
+
 _SHORT = {o.short: o for o in OPTIONS if o.short is not None}
 
 
@@ -140,7 +149,8 @@ class UsageError(Exception):
         self.getopt = getopt
 
 
-def getopt_long(args: Sequence[str], operands: list[str]) -> Iterator[tuple[Option, str | None]]:
+def getopt_long(args: Sequence[str], operands: list[str],
+                options: Sequence[Option] = OPTIONS) -> Iterator[tuple[Option, str | None]]:
     """glibc ``getopt_long`` over *args* (without argv[0]), with GNU
     permutation: yields (option, value) in order and appends operands to
     *operands*.  An unknown, ambiguous or malformed option raises
@@ -155,7 +165,7 @@ def getopt_long(args: Sequence[str], operands: list[str]) -> Iterator[tuple[Opti
             return
         if arg.startswith("--"):
             name, eq, value = arg[2:].partition("=")
-            opt = _long_option(arg, name)
+            opt = _long_option(arg, name, options)
             if not opt.has_arg:
                 if eq:
                     raise UsageError(f"option '--{opt.name}' doesn't allow an argument",
@@ -193,12 +203,12 @@ def getopt_long(args: Sequence[str], operands: list[str]) -> Iterator[tuple[Opti
             operands.append(arg)
 
 
-def _long_option(arg: str, name: str) -> Option:
+def _long_option(arg: str, name: str, options: Sequence[Option]) -> Option:
     """An exact long name, else the one option it abbreviates."""
-    for opt in OPTIONS:
+    for opt in options:
         if opt.name == name:
             return opt
-    candidates = [opt for opt in OPTIONS if opt.name.startswith(name)]
+    candidates = [opt for opt in options if opt.name.startswith(name)]
     if not candidates:
         raise UsageError(f"unrecognized option '{arg}'", hint=True, getopt=True)
     if len(candidates) > 1:
@@ -290,6 +300,9 @@ class ReceiveWalArgs:
     synchronous: bool = False
     no_sync: bool = False
     compression: CompressionSpec | None = None
+    # walfast receive only (WALFAST_OPTIONS)
+    metrics_address: str | None = None
+    no_progress: bool = False
 
     def apply(self, opt: Option, value: str | None) -> None:
         """One option from getopt_long, checked as pg_receivewal checks it."""
@@ -320,13 +333,14 @@ class ReceiveWalArgs:
             setattr(self, name.replace("-", "_"), True)
 
 
-def parse_args(args: Sequence[str]) -> ReceiveWalArgs:
+def parse_args(args: Sequence[str], options: Sequence[Option] = OPTIONS) -> ReceiveWalArgs:
     """Parse and check pg_receivewal's arguments (without argv[0]) in
     pg_receivewal's order, up to and including the directory check.
-    Raises :class:`UsageError`."""
+    *options* is the option table (:data:`WALFAST_OPTIONS` for ``walfast
+    receive``).  Raises :class:`UsageError`."""
     parsed = ReceiveWalArgs()
     operands: list[str] = []
-    for opt, value in getopt_long(args, operands):
+    for opt, value in getopt_long(args, operands, options):
         parsed.apply(opt, value)
     if operands:
         raise UsageError(f'too many command-line arguments (first is "{operands[0]}")',
@@ -374,6 +388,12 @@ class Frontend:
     command: str
     version_line: str
     application_name: str
+    #: walfast's own options (metrics, progress bar) on top of pg_receivewal's
+    walfast_options: bool = False
+
+    @property
+    def options(self) -> tuple[Option, ...]:
+        return WALFAST_OPTIONS if self.walfast_options else OPTIONS
 
     @classmethod
     def for_receivewal(cls, argv0: str) -> "Frontend":
@@ -388,7 +408,8 @@ class Frontend:
 
 
 RECEIVE_FRONTEND = Frontend(argv0="walfast", progname="walfast", command="walfast receive",
-                            version_line=f"walfast {__version__}", application_name="walfast")
+                            version_line=f"walfast {__version__}", application_name="walfast",
+                            walfast_options=True)
 
 _HELP = """\
 {command} receives PostgreSQL streaming write-ahead logs.
@@ -407,7 +428,7 @@ Options:
   -S, --slot=SLOTNAME    replication slot to use
       --synchronous      flush write-ahead log immediately after writing
   -v, --verbose          output verbose messages
-  -V, --version          output version information, then exit
+{walfast_options}  -V, --version          output version information, then exit
   -Z, --compress=METHOD[:DETAIL]
                          compress as specified
   -?, --help             show this help, then exit
@@ -429,9 +450,17 @@ METHOD is gzip, lz4, zstd (walfast only: files named *.zst) or none.
 """
 
 
+_WALFAST_HELP = """\
+      --metrics-address=[HOST:]PORT
+                         serve Prometheus metrics there (PORT alone: 127.0.0.1)
+      --no-progress      no progress bar while catching up (shown on a terminal)
+"""
+
+
 def help_text(fe: Frontend) -> str:
     """pg_receivewal's --help, with walfast's closing lines."""
-    return _HELP.format(command=fe.command, version=__version__)
+    return _HELP.format(command=fe.command, version=__version__,
+                        walfast_options=_WALFAST_HELP if fe.walfast_options else "")
 
 
 def _print_usage_error(fe: Frontend, err: UsageError) -> int:
@@ -574,9 +603,11 @@ def run(args: ReceiveWalArgs, fe: Frontend) -> int:
             status_interval=float(args.status_interval), sync=not args.no_sync,
             endpos=args.endpos, compression=args.compression,
         )
-        outcome = receive_to_directory(conninfo, options, should_stop=stop,
-                                       loop=not args.no_loop,
-                                       application_name=fe.application_name)
+        with ReceiveExtras(options.directory, args.metrics_address, args.no_progress
+                           or not fe.walfast_options):
+            outcome = receive_to_directory(conninfo, options, should_stop=stop,
+                                           loop=not args.no_loop,
+                                           application_name=fe.application_name)
     except psycopg.Error as e:
         log.error("%s", error_text(e))
         return 1
@@ -599,7 +630,7 @@ def run_frontend(args: Sequence[str], fe: Frontend) -> int:
         print(fe.version_line)
         return 0
     try:
-        parsed = parse_args(args)
+        parsed = parse_args(args, fe.options)
     except UsageError as err:
         return _print_usage_error(fe, err)
     _setup_logging(parsed.verbose, fe.progname)

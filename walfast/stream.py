@@ -25,7 +25,7 @@ from pathlib import Path
 import psycopg
 from psycopg import pq
 
-from walfast import _core, protocol, segments
+from walfast import _core, progress, protocol, segments
 from walfast.compressor import CompressWorker
 from walfast._libpq import psycopg_libpq_path
 from walfast.compression import CompressionSpec
@@ -118,6 +118,7 @@ def _choose_start(
 def stream_once(
     conninfo: str, options: StreamOptions, *, should_stop: Callable[[], bool],
     application_name: str = "walfast", conn: psycopg.Connection | None = None,
+    state: _core.ProgressState | None = None,
 ) -> ReceiveOutcome:
     """One connection's worth of pg_receivewal's StreamLog(): connect, pick
     the start, stream and follow timelines until the server goes away, the
@@ -125,7 +126,8 @@ def stream_once(
 
     *conn*, when given, is an open replication connection
     (:func:`walfast.protocol.connect`) to use instead of connecting; it is
-    closed either way.
+    closed either way.  *state*, when given, is the shared progress state to
+    keep up to date (:mod:`walfast.progress`).
 
     Connection failures raise :class:`psycopg.OperationalError`; bad data
     raises :class:`walfast.errors.WalfastError` subclasses.
@@ -144,10 +146,17 @@ def stream_once(
         if timeline > info.timeline:
             raise TimelineError(f"starting timeline {timeline} is not present in the server")
         log.info("starting log streaming at %s (timeline %d)", format_lsn(start), timeline)
+        if state is not None:
+            state.update(
+                state=progress.STARTING, system_identifier=info.systemid,
+                segment_size=segment_size, receive_start_lsn=start, receive_start_tli=timeline,
+                received_tli=timeline, sync=options.sync, report_flush=options.report_flush,
+                slot_name=options.slot or "", sender_host=conn.info.host,
+                sender_port=int(conn.info.port or 0))
         while True:
             outcome, next_tli = _stream_timeline(
                 conn, options, info, segment_size, page_size, file_mode, start, timeline,
-                should_stop,
+                should_stop, state,
             )
             if next_tli is None:
                 return outcome
@@ -165,7 +174,7 @@ def stream_once(
 def _stream_timeline(
     conn: psycopg.Connection, options: StreamOptions, info: protocol.SystemInfo,
     segment_size: int, page_size: int, file_mode: int, start: int, timeline: int,
-    should_stop: Callable[[], bool],
+    should_stop: Callable[[], bool], state: _core.ProgressState | None = None,
 ) -> tuple[ReceiveOutcome, tuple[int, int] | None]:
     directory = options.directory
     if timeline != 1 and not (directory / history_file_name(timeline)).exists():
@@ -202,6 +211,9 @@ def _stream_timeline(
         worker = CompressWorker(
             sink, directory, spec, timeline=timeline, segment_size=segment_size,
             sync=options.sync, file_mode=file_mode).start()
+    copy = None
+    if state is not None:
+        state.update(state=progress.STREAMING, received_tli=timeline)
     try:
         if options.endpos is not None:
             writer.stop_lsn = options.endpos
@@ -210,21 +222,20 @@ def _stream_timeline(
             # pgconn_ptr: the PGconn* address (not in psycopg's PGconn protocol type)
             getattr(pgconn, "pgconn_ptr"), parser, report_flush=options.report_flush,
             synchronous=options.synchronous, status_interval=options.status_interval,
-            flush_bytes=options.flush_bytes,
+            flush_bytes=options.flush_bytes, progress=state,
         )
         done = 0
         while True:
             event = copy.run(TICK)
             done = _log_segments(writer, done)
             if event == _core.STOP_REACHED:
-                log.info("stopped log streaming at %s (timeline %d)",
-                         format_lsn(writer.write_lsn), timeline)
-                _close_incomplete(writer)
+                _close_incomplete(writer, done, f"stopped log streaming at "
+                                  f"{format_lsn(writer.write_lsn)} (timeline {timeline})")
                 _report_final(copy, options)
                 protocol.end_copy(pgconn)
                 return ReceiveOutcome.ENDPOS_REACHED, None
             if event == _core.COPY_DONE:
-                _close_incomplete(writer)
+                _close_incomplete(writer, done)
                 next_tli = protocol.end_copy(pgconn, server_ended=True)
                 if next_tli is None:
                     log.error("replication stream was terminated before stop point")
@@ -236,8 +247,9 @@ def _stream_timeline(
                 raise psycopg.OperationalError(
                     f"could not receive data from WAL stream: {msg}")
             if should_stop():
-                log.info("received interrupt signal, exiting")
-                _close_incomplete(writer)
+                if state is not None:
+                    state.update(state=progress.STOPPING)
+                _close_incomplete(writer, done, "received interrupt signal, exiting")
                 _report_final(copy, options)
                 protocol.end_copy(pgconn)
                 return ReceiveOutcome.STOPPED, None
@@ -245,6 +257,8 @@ def _stream_timeline(
         try:
             if not writer.closed:
                 writer.close()
+            if copy is not None:
+                copy.publish()      # what close() synced last
         finally:
             if worker is not None:
                 worker.stop()
@@ -258,11 +272,20 @@ def _report_final(copy: _core.CopyStream, options: StreamOptions) -> None:
         log.debug("could not send the final status update")
 
 
-def _close_incomplete(writer: _core.SegmentWriter) -> None:
+def _close_incomplete(writer: _core.SegmentWriter, done: int, stopping: str = "") -> None:
     """Close the writer; as receivelog.c's close_walfile, say so when that
-    leaves a segment incomplete (printed without -v too)."""
+    leaves a segment incomplete (printed without -v too).
+
+    With compressed output close() waits for the worker, which may still be
+    finishing segments completed earlier: they are logged first (pg_receivewal
+    logs a segment as it completes), then *stopping* (a -v line), then the
+    incomplete one.  *done* is the count :func:`_log_segments` returned last.
+    """
     path = writer.current_file
     writer.close()
+    _log_segments(writer, done)
+    if stopping:
+        log.info("%s", stopping)
     if path is not None:
         log.log(NOTICE, 'not renaming "%s", segment is not complete', os.path.basename(path))
 
@@ -300,7 +323,7 @@ def _log_segments(writer: _core.SegmentWriter, done: int) -> int:
 
 def receive_to_directory(
     conninfo: str, options: StreamOptions, *, should_stop: Callable[[], bool] = lambda: False,
-    loop: bool = True, application_name: str = "walfast",
+    loop: bool = True, application_name: str = "walfast", progress_state: bool = True,
 ) -> ReceiveOutcome:
     """Stream into ``options.directory`` until stopped, as pg_receivewal does.
 
@@ -308,26 +331,52 @@ def receive_to_directory(
     forever; without it (``-n``) the first disconnection is returned as
     :attr:`ReceiveOutcome.DISCONNECTED`.  The first connection's failure is
     raised either way (as pg_receivewal exits when it cannot connect at all).
+
+    With *progress_state* the shared progress state file is created in the
+    directory once the first connection succeeded, kept up to date and left
+    in state ``stopped`` at the end (:mod:`walfast.progress`).
     """
     # As pg_receivewal's main(): only a failure of the very first connection
     # is fatal; once connected, errors end the session like a disconnection.
     conn: psycopg.Connection | None = protocol.connect(
         conninfo, application_name=application_name)
-    while True:
-        try:
-            outcome = stream_once(conninfo, options, should_stop=should_stop,
-                                  application_name=application_name, conn=conn)
-        except psycopg.OperationalError as e:
-            log.error("%s", error_text(e))
-            outcome = ReceiveOutcome.DISCONNECTED
-        conn = None
-        if outcome is not ReceiveOutcome.DISCONNECTED or not loop:
-            return outcome
-        if should_stop():
-            return ReceiveOutcome.STOPPED
-        log.log(NOTICE, "disconnected; waiting %d seconds to try again", RECONNECT_SLEEP)
-        deadline = time.monotonic() + RECONNECT_SLEEP
-        while time.monotonic() < deadline:
+    state = None
+    try:
+        if progress_state:
+            state = progress.create_state(options.directory)
+            state.update(sync=options.sync, report_flush=options.report_flush,
+                         slot_name=options.slot or "")
+    except BaseException:
+        assert conn is not None
+        conn.close()
+        raise
+    sessions = 0
+    try:
+        while True:
+            if state is not None:
+                state.update(state=progress.STARTING, reconnects=sessions)
+            sessions += 1
+            try:
+                outcome = stream_once(conninfo, options, should_stop=should_stop,
+                                      application_name=application_name, conn=conn,
+                                      state=state)
+            except psycopg.OperationalError as e:
+                log.error("%s", error_text(e))
+                outcome = ReceiveOutcome.DISCONNECTED
+            conn = None
+            if outcome is not ReceiveOutcome.DISCONNECTED or not loop:
+                return outcome
             if should_stop():
                 return ReceiveOutcome.STOPPED
-            time.sleep(TICK)
+            if state is not None:
+                state.update(state=progress.WAITING)
+            log.log(NOTICE, "disconnected; waiting %d seconds to try again", RECONNECT_SLEEP)
+            deadline = time.monotonic() + RECONNECT_SLEEP
+            while time.monotonic() < deadline:
+                if should_stop():
+                    return ReceiveOutcome.STOPPED
+                time.sleep(TICK)
+    finally:
+        if state is not None:
+            state.update(state=progress.STOPPED)
+            state.close()

@@ -1,0 +1,362 @@
+"""The receiver's shared progress state: ``walfast.progress`` in the output directory.
+
+walfast's counterpart of PostgreSQL's ``WalRcvData`` (what
+``pg_stat_wal_receiver`` shows, and the ``flushedUpto`` the startup process
+waits on).  ``walfast receive`` creates the file once its first connection
+succeeded, maps it shared and keeps it up to date; any process can read it
+without locks and without talking to the receiver (:func:`read_progress`,
+``walfast status``, ``walfast wait``).  pg_receivewal and walfast ignore it
+when scanning the directory (it is not a WAL file name).
+
+Who writes what, and when
+-------------------------
+One writer, the receive thread.  The compiled loop publishes written and
+flushed positions, walEnd/sendTime and the counters at the end of every
+batch of messages (never per message) and right after every fdatasync it
+does; Python sets the slower fields (state, timeline, sender) between ticks.
+
+``flushed_lsn`` only ever comes from the writer's flush position, which
+moves after an fdatasync covering the bytes returned: it is never ahead of
+what is on disk.  With ``--no-sync`` nothing is ever synced, so
+``flushed_lsn`` stays 0 and flag ``sync`` is clear; ``written_lsn`` is still
+published (pg_receivewal reports flush "as it would have been" then; walfast
+prefers not to call anything durable that is not).
+
+Both positions are monotonic for the life of a receiver process (across
+reconnections and timeline switches, where a new session restarts at a
+segment boundary already on disk).
+
+File layout (version 1, 664 bytes)
+----------------------------------
+All integers in the writer's native byte order, which the ``byte_order``
+field tells (``0x01020304``; little-endian on every platform PostgreSQL ships
+for).  Times are microseconds since 2000-01-01 00:00:00 UTC (PostgreSQL's
+wire clock), 0 = never.  LSNs are byte positions, 0 = none yet.
+
+=======  ====  =====================  ==========================================
+offset   size  field                  meaning
+=======  ====  =====================  ==========================================
+0        8     magic                  ``b"WALFPROG"``
+8        4     version                1
+12       4     size                   664
+16       8     seq                    odd while an update is being written
+24       8     checksum               FNV-1a 64 of bytes [32, size)
+32       4     byte_order             0x01020304
+36       4     state                  0 starting, 1 streaming, 2 waiting
+                                      (to reconnect), 3 stopping, 4 stopped
+40       8     pid                    the receiver's process id
+48       4     flags                  bit 0 sync (flushed means fdatasync'ed),
+                                      bit 1 flush reported to the server
+52       4     received_tli           timeline being received
+56       8     system_identifier
+64       8     segment_size           bytes (from the server)
+72       8     receive_start_lsn      where this receiver started streaming
+80       4     receive_start_tli
+84       4     sender_port            0 for a unix socket
+88       8     written_lsn            end of WAL written into segment files
+96       8     flushed_lsn            end of WAL durably flushed (see above)
+104      8     latest_end_lsn         walEnd of the latest server message
+112      8     latest_end_time        its sendTime when walEnd last advanced
+120      8     last_msg_send_time
+128      8     last_msg_receipt_time
+136      8     caught_up_time         sendTime of the last message after which
+                                      all WAL up to its walEnd was written
+144      8     start_time             when the receiver started
+152      8     update_time            when this snapshot was published
+160      8     messages               CopyData messages received (cumulative)
+168      8     wal_bytes              WAL bytes received
+176      8     segments_completed
+184      8     reconnects             connections after the first
+192      8     status_updates         standby status updates sent
+200      8     flushes                fdatasyncs by the receive loop
+208      8     flush_time_us          their total duration
+216      128   flush_buckets[16]      per-bucket flush counts, upper bounds
+                                      :data:`FLUSH_BUCKETS_US` (last: +Inf)
+344      64    slot_name              NUL-padded UTF-8, empty = no slot
+408      256   sender_host            NUL-padded UTF-8 (host name, address
+                                      or unix socket directory)
+=======  ====  =====================  ==========================================
+
+No password, connection string or other secret is ever stored.
+
+Reading without locks
+---------------------
+Read the 664 bytes (one ``pread``), check magic/version, that ``seq`` is
+even and that the checksum matches, then read ``seq`` again: if it is
+unchanged the copy is consistent, else try again.  The checksum makes this
+safe even for a reader that cannot order its memory loads (plain Python).
+Whether a receiver is running is told by the file's lock: the receiver holds
+an exclusive ``flock`` on it for its lifetime, so a reader's non-blocking
+shared ``flock`` fails while it runs (a stale file from a dead receiver is
+reported ``not running``, whatever its pid became).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import fcntl
+import os
+import struct
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from walfast import _core
+from walfast.errors import WalfastError
+
+__all__ = [
+    "FILE_NAME", "FLUSH_BUCKETS_US", "STATES", "ProgressSnapshot", "ProgressStateError",
+    "create_state", "parse_progress", "read_progress", "state_path",
+]
+
+#: The state file's name inside the output directory.
+FILE_NAME = "walfast.progress"
+MAGIC = b"WALFPROG"
+VERSION = 1
+SIZE = 664
+#: State names by value (pg_stat_wal_receiver's status words).
+STATES = ("starting", "streaming", "waiting", "stopping", "stopped")
+STARTING, STREAMING, WAITING, STOPPING, STOPPED = range(5)
+#: Upper bounds of the flush-latency histogram buckets, microseconds (then +Inf).
+FLUSH_BUCKETS_US = (100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000,
+                    250000, 500000, 1000000, 2500000, 5000000)
+
+_BODY = "IIqIIQQQIIQQQqqqqqqQQQQQQQ16Q64s256s"   # from offset 32
+_PG_EPOCH_UNIX = 946684800
+_CHECKED_FROM = 32
+assert _core.PROGRESS_SIZE == SIZE == 32 + struct.calcsize("<" + _BODY)
+
+
+class ProgressStateError(WalfastError):
+    """No usable progress state in a directory (missing, not walfast's, a
+    newer layout, or never consistent)."""
+
+
+def state_path(directory: str | os.PathLike[str]) -> Path:
+    return Path(directory) / FILE_NAME
+
+
+def pg_time_to_unix(t: int) -> float | None:
+    """A wire time (us since 2000) as Unix seconds; None for 0 (never)."""
+    return None if t == 0 else t / 1e6 + _PG_EPOCH_UNIX
+
+
+@dataclass(frozen=True)
+class ProgressSnapshot:
+    """One consistent snapshot of a receiver's progress state.
+
+    Times are Unix seconds (None = never); LSNs integers.  ``running`` is
+    whether a receiver holds the file now (see the module docstring);
+    ``status`` is the state name, or ``"not running"``.
+    """
+
+    state: str
+    running: bool
+    pid: int
+    sync: bool
+    report_flush: bool
+    received_tli: int
+    system_identifier: int
+    segment_size: int
+    receive_start_lsn: int
+    receive_start_tli: int
+    written_lsn: int
+    flushed_lsn: int
+    latest_end_lsn: int
+    latest_end_time: float | None
+    last_msg_send_time: float | None
+    last_msg_receipt_time: float | None
+    caught_up_time: float | None
+    start_time: float | None
+    update_time: float | None
+    messages: int
+    wal_bytes: int
+    segments_completed: int
+    reconnects: int
+    status_updates: int
+    flushes: int
+    flush_time: float
+    flush_buckets: tuple[int, ...]
+    slot_name: str
+    sender_host: str
+    sender_port: int
+    seq: int
+
+    @property
+    def status(self) -> str:
+        return self.state if self.running else "not running"
+
+    @property
+    def lag_bytes(self) -> int:
+        """How far the written WAL is behind the primary's latest walEnd."""
+        return max(0, self.latest_end_lsn - self.written_lsn)
+
+    def lag_seconds(self, now: float | None = None) -> float:
+        """Seconds behind the primary.
+
+        Caught up (nothing pending up to the latest walEnd): the latest
+        message's delay, receipt minus send time (includes any clock
+        difference between the hosts).  Behind: the time since the receiver
+        last had everything the primary had sent (an upper bound on the age
+        of the oldest WAL not yet written).  For a receiver that is not
+        running, as of its last update.
+        """
+        if self.lag_bytes == 0:
+            if self.last_msg_send_time is None or self.last_msg_receipt_time is None:
+                return 0.0
+            return max(0.0, self.last_msg_receipt_time - self.last_msg_send_time)
+        if self.caught_up_time is None:
+            return 0.0
+        if now is None:
+            now = time.time() if self.running else (self.update_time or time.time())
+        return max(0.0, now - self.caught_up_time)
+
+    def to_json(self) -> dict[str, object]:
+        """A JSON-ready dict: the fields, LSNs also as ``X/X`` text, lag."""
+        from walfast.lsn import format_lsn
+
+        out: dict[str, object] = dataclasses.asdict(self)
+        out["status"] = self.status
+        for name in ("receive_start_lsn", "written_lsn", "flushed_lsn", "latest_end_lsn"):
+            out[name.replace("_lsn", "_lsn_text")] = format_lsn(getattr(self, name))
+        out["lag_bytes"] = self.lag_bytes
+        out["lag_seconds"] = self.lag_seconds()
+        out["flush_buckets"] = list(self.flush_buckets)
+        return out
+
+
+def _fnv1a64(data: bytes) -> int:
+    h = 0xcbf29ce484222325
+    for b in data:
+        h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def _byte_order(raw: bytes) -> str:
+    mark = raw[32:36]
+    if mark == b"\x04\x03\x02\x01":
+        return "<"
+    if mark == b"\x01\x02\x03\x04":
+        return ">"
+    raise ProgressStateError("bad byte-order mark")
+
+
+def parse_progress(raw: bytes, running: bool = True) -> ProgressSnapshot:
+    """Parse one state image (as read or from ``ProgressState.snapshot()``).
+    Raises :class:`ProgressStateError` if it is not a consistent image."""
+    if len(raw) < SIZE or raw[:8] != MAGIC:
+        raise ProgressStateError("not a walfast progress state file")
+    bo = _byte_order(raw)
+    version, size, seq, checksum = struct.unpack_from(bo + "IIQQ", raw, 8)
+    if version != VERSION or size != SIZE:
+        raise ProgressStateError(f"unsupported layout version {version} (size {size})")
+    if seq & 1 or _fnv1a64(raw[_CHECKED_FROM:SIZE]) != checksum:
+        raise ProgressStateError("inconsistent snapshot (being written)")
+    f = struct.unpack_from(bo + _BODY, raw, 32)
+    (_mark, state, pid, flags, tli, sysid, segsize, start_lsn, start_tli, port, written,
+     flushed, end_lsn, end_time, send_time, receipt_time, caught_up, start_time, update_time,
+     messages, wal_bytes, segments, reconnects, status_updates, flushes, flush_us) = f[:26]
+    buckets = tuple(f[26:42])
+    slot, host = f[42], f[43]
+    t = pg_time_to_unix
+    return ProgressSnapshot(
+        state=STATES[state] if state < len(STATES) else f"unknown ({state})",
+        running=running, pid=pid, sync=bool(flags & 1), report_flush=bool(flags & 2),
+        received_tli=tli, system_identifier=sysid, segment_size=segsize,
+        receive_start_lsn=start_lsn, receive_start_tli=start_tli,
+        written_lsn=written, flushed_lsn=flushed, latest_end_lsn=end_lsn,
+        latest_end_time=t(end_time), last_msg_send_time=t(send_time),
+        last_msg_receipt_time=t(receipt_time), caught_up_time=t(caught_up),
+        start_time=t(start_time), update_time=t(update_time), messages=messages,
+        wal_bytes=wal_bytes, segments_completed=segments, reconnects=reconnects,
+        status_updates=status_updates, flushes=flushes, flush_time=flush_us / 1e6,
+        flush_buckets=buckets,
+        slot_name=slot.split(b"\0", 1)[0].decode("utf-8", "replace"),
+        sender_host=host.split(b"\0", 1)[0].decode("utf-8", "replace"),
+        sender_port=port, seq=seq,
+    )
+
+
+def _held_by_receiver(fd: int) -> bool:
+    """True if a receiver holds the file's exclusive lock."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return True
+        raise
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return False
+
+
+def read_progress(directory: str | os.PathLike[str], *, check_running: bool = True,
+                  attempts: int = 1000) -> ProgressSnapshot:
+    """Read a consistent snapshot of the progress state in *directory*.
+
+    Raises :class:`ProgressStateError` when there is no state file (no
+    receiver ever ran there) or it cannot be read consistently, OSError for
+    other I/O errors.  *check_running* False skips the lock probe (the
+    snapshot then says ``running=True``).
+    """
+    path = state_path(directory)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ProgressStateError(
+            f'no walfast progress state in "{directory}" ({FILE_NAME} not found): '
+            "is a walfast receiver writing into this directory?") from None
+    try:
+        running = _held_by_receiver(fd) if check_running else True
+        last = "empty file"
+        for i in range(attempts):
+            raw = os.pread(fd, SIZE, 0)
+            try:
+                snap = parse_progress(raw, running)
+            except ProgressStateError as e:
+                last = str(e)
+                if raw[:8] != MAGIC and len(raw) >= 8 and any(raw[:8]):
+                    break       # not ours: retrying will not help
+                if i > 10:
+                    time.sleep(0.001)
+                continue
+            (seq,) = struct.unpack_from(_byte_order(raw) + "Q", os.pread(fd, 8, 16))
+            if seq == snap.seq:
+                return snap
+        raise ProgressStateError(f'could not read "{path}": {last}')
+    finally:
+        os.close(fd)
+
+
+def create_state(directory: str | os.PathLike[str], timeout: float = 2.0) -> _core.ProgressState:
+    """Create (or take over) the state file in *directory* and lock it.
+
+    Raises :class:`ProgressStateError` if another receiver holds it: two
+    receivers must not write into one directory.  The lock is retried for
+    *timeout* seconds because readers probe it for an instant.
+    """
+    path = state_path(directory)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as e:
+                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise
+                if time.monotonic() > deadline:
+                    pid = ""
+                    try:
+                        pid = f" (pid {parse_progress(os.pread(fd, SIZE, 0)).pid})"
+                    except ProgressStateError:
+                        pass
+                    raise ProgressStateError(
+                        f'another walfast receiver{pid} is writing into "{directory}" '
+                        f"(it holds {FILE_NAME}); stop it or use another directory") from None
+                time.sleep(0.01)
+        return _core.ProgressState(fd, os.getpid())
+    except BaseException:
+        os.close(fd)
+        raise
