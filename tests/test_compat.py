@@ -220,7 +220,7 @@ STDIN = {"-W prompts (stdin, no terminal)": "secret\n", "-w then -W prompts": "s
 #: The cases also run through ``walfast receive`` (the same code under
 #: walfast's name): one of each kind, to show the front end is wired.
 RECEIVE_CASES = [
-    "unknown long option", "unknown short option", "missing value, long", "ambiguous --no",
+    "unknown long option", "unknown short option", "missing value, long",
     "--help not first", "operand", "-E not an LSN", "-s out of range",
     "--create-slot without --slot", "--synchronous --no-sync", "no -D", "-Z [brotli]",
     "-Z [gzip:10]", "nonexistent directory", "nothing listening",
@@ -273,6 +273,28 @@ def test_usage_like_pg_receivewal(usage_results, case):
 @pytest.mark.parametrize("case", RECEIVE_CASES)
 def test_usage_walfast_receive_like_pg_receivewal(usage_results, case):
     _assert_same(usage_results["pg_receivewal", case], usage_results["walfast receive", case])
+
+
+def test_walfast_receive_own_options(wf, scratch):
+    """walfast receive adds --metrics-address and --no-progress (so "--no"
+    names one more possibility); walfast-receivewal keeps pg_receivewal's
+    table and refuses them."""
+    d = scratch / "own-options"
+    d.mkdir()
+    ours = run(walfast_receive(), ["-D", str(d), "--no"])
+    assert ours.returncode == 1
+    assert ours.stderr[0] == ("PROG: option '--no' is ambiguous; possibilities: '--no-loop' "
+                              "'--no-password' '--no-sync' '--no-progress'")
+    bad = run(walfast_receive(), ["-D", str(d), "--metrics-address", "127.0.0.1:notaport",
+                                  "-d", "host=127.0.0.1 port=1 connect_timeout=2"])
+    assert bad.returncode == 1
+    assert len(bad.stderr) == 1 and "notaport" in bad.stderr[0], bad.stderr
+    assert "--metrics-address" in run(walfast_receive(), ["--help"]).stdout
+    refused = run(wf, ["-D", str(d), "--no-progress"])
+    assert refused.returncode == 1
+    assert refused.stderr[0] == "PROG: unrecognized option '--no-progress'"
+    assert "--metrics-address" not in run(wf, ["--help"]).stdout
+    assert listing(d) == []
 
 
 # --------------------------------------------------------------------------- #

@@ -28,8 +28,12 @@ from typing import Any
 import lz4.frame  # type: ignore[import-untyped]
 import zstandard
 
+from walfast import progress
 from walfast.cluster import Cluster
 from walfast.lsn import format_lsn, parse_lsn, segment_file_name
+
+#: walfast's own files in its output directory (not WAL: not checked).
+WALFAST_FILES = frozenset({progress.FILE_NAME})
 
 #: File-name suffix of a completed segment, per output kind.
 SUFFIX = {"": "", "gzip": ".gz", "lz4": ".lz4", "zstd": ".zst"}
@@ -239,7 +243,7 @@ class Primary:
         byte for byte (decompressed first when compressed)."""
         suffix = SUFFIX[method]
         expected = [n + suffix for n in rng.segment_names()]
-        present = sorted(p.name for p in directory.iterdir())
+        present = sorted(p.name for p in directory.iterdir() if p.name not in WALFAST_FILES)
         total = sum((directory / n).stat().st_size for n in present)
         if present != expected:
             extra = sorted(set(present) - set(expected))
