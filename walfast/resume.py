@@ -26,7 +26,10 @@ Why it is safe
    Hence the first page whose header is not valid (zeros, or a header only
    partly written) marks where writing stopped: every page before it is
    complete, and the last valid page may be incomplete.  Resuming at the
-   start of that last valid page receives it again and loses nothing.
+   start of that last valid page receives it again and loses nothing.  (A
+   header cut short can still read as valid, the missing bytes being zeros
+   where the value has zeros too; that is fine: a page whose first byte was
+   written has every byte before it written.)
 
 3. **An operating-system crash or power loss breaks rule 2.**  Pages not
    yet written back may read back as zeros, as older content or torn, so a
