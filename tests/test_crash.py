@@ -22,9 +22,9 @@ from receivers import (
     assert_completed_like_pg_wal,
     holds_wal,
     mismatch,
+    small_commit,
     wait_until,
 )
-from test_receive import _small_commit
 from wal_synth import SYSID, make_wal
 from walfast import SegmentError, SegmentWriter
 from walfast.lsn import format_lsn, parse_lsn
@@ -325,7 +325,7 @@ def test_kill_loop(pg_cluster_factory, procs, tmp_path):
     assert first_start is not None
 
     # Catch up to a known position and compare the whole range.
-    end = _small_commit(cluster)
+    end = small_commit(cluster)
     last = procs.walfast("-D", str(d), "-d", conninfo, "-S", "kill_slot", "-v", name="final")
     wait_until(lambda: holds_wal(d, cluster, first_start, end),
                f"the final run to reach {format_lsn(end)}", 60, [last])

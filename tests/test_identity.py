@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from receivers import holds_wal, wait_streaming, wait_until, wal_files
-from test_receive import _small_commit
+from receivers import holds_wal, small_commit, wait_streaming, wait_until, wal_files
 from wal_synth import SYSID, make_wal
 from walfast import ServerMismatchError
 from walfast.identity import IDENTITY_FILE, DirectoryIdentity, check_and_record, read_identity
@@ -122,7 +121,7 @@ def test_other_clusters_directory_refused(pg_cluster_factory, procs, tmp_path):
     wait_streaming(a, ["walfast"], [wf])
     start, _ = wf.start_position()
     a.generate_wal(seg)
-    end = _small_commit(a)
+    end = small_commit(a)
     wait_until(lambda: holds_wal(d, a, start, end), "walfast to receive a's WAL", 60, [wf])
     assert wf.interrupt() == 0
     assert read_identity(d) == DirectoryIdentity(sysid_a, seg, 8192)

@@ -22,12 +22,14 @@ from receivers import (
     START_RE,
     completed_files,
     holds_wal,
+    make_dirs,
     partial_files,
+    same_output,
+    small_commit,
     wait_streaming,
     wait_until,
     wal_files,
 )
-from test_receive import _dirs, _same_output, _small_commit
 from walfast.lsn import format_lsn, history_file_name, parse_lsn
 
 
@@ -62,7 +64,7 @@ def test_follows_promoted_standby_like_pg_receivewal(
     primary.execute("CREATE TABLE walfast_fill (id bigint, payload text)")
     standby = standby_factory(primary)
     conninfo = standby.conninfo()
-    wf_dir, pg_dir = _dirs(tmp_path, "walfast", "pg_receivewal")
+    wf_dir, pg_dir = make_dirs(tmp_path, "walfast", "pg_receivewal")
     wf = procs.walfast("-D", str(wf_dir), "-d", conninfo, "-n", "-v")
     pg = procs.pg_receivewal(bindir, "-D", str(pg_dir), "-d", conninfo, "-n", "-v")
     wait_streaming(standby, ["walfast", "pg_receivewal"], [wf, pg])
@@ -70,7 +72,7 @@ def test_follows_promoted_standby_like_pg_receivewal(
     assert tli == 1 and pg.start_position() == (start, 1)
 
     primary.generate_wal(seg + seg // 2)
-    lsn = _small_commit(primary)
+    lsn = small_commit(primary)
     wait_until(lambda: all(holds_wal(d, primary, start, lsn) for d in (wf_dir, pg_dir)),
                "both to receive the primary's WAL through the standby", 60, [wf, pg])
 
@@ -79,7 +81,7 @@ def test_follows_promoted_standby_like_pg_receivewal(
     switch = _switch_point(history, 1)
     standby.generate_wal(seg)
     standby.switch_wal()
-    end = _small_commit(standby)
+    end = small_commit(standby)
     new_partial = standby.segment_name(end // seg, timeline=2) + ".partial"
     for d, p in ((wf_dir, wf), (pg_dir, pg)):
         wait_until(lambda: new_partial in wal_files(d)
@@ -103,7 +105,7 @@ def test_follows_promoted_standby_like_pg_receivewal(
     assert (wf_dir / "00000002.history").read_bytes() == (pg_dir / "00000002.history") \
         .read_bytes() == history
     assert f"switched to timeline 2 at {format_lsn(switch)}" in wf.stderr()
-    _same_output(wf, pg)
+    same_output(wf, pg)
 
 
 def test_start_at_end_of_timeline_and_missing_history(
@@ -117,7 +119,7 @@ def test_start_at_end_of_timeline_and_missing_history(
     primary = pg_cluster
     seg = primary.wal_segment_size
     standby = standby_factory(primary)
-    (d,) = _dirs(tmp_path, "wal")
+    (d,) = make_dirs(tmp_path, "wal")
     conninfo = standby.conninfo()
 
     wf = procs.walfast("-D", str(d), "-d", conninfo, "-v")
@@ -144,7 +146,7 @@ def test_start_at_end_of_timeline_and_missing_history(
     second = procs.walfast("-D", str(d), "-d", conninfo, "-v", name="walfast-after")
     wait_streaming(standby, ["walfast"], [second])
     assert second.start_position() == (boundary, 1)
-    end = _small_commit(standby)
+    end = small_commit(standby)
     wait_until(lambda: holds_wal(d, standby, boundary, end, timeline=2),
                "walfast to stream timeline 2", 30, [second])
     assert second.interrupt() == 0
@@ -159,7 +161,7 @@ def test_start_at_end_of_timeline_and_missing_history(
     wait_streaming(standby, ["walfast"], [third])
     resumed, tli = third.start_position()
     assert tli == 2 and boundary <= resumed <= end
-    end2 = _small_commit(standby)
+    end2 = small_commit(standby)
     wait_until(lambda: holds_wal(d, standby, boundary, end2, timeline=2),
                "walfast to resume timeline 2", 30, [third])
     assert third.interrupt() == 0
@@ -175,7 +177,7 @@ def test_server_without_history_file(pg_cluster, standby_factory, procs, tmp_pat
     standby = standby_factory(pg_cluster)
     assert standby.promote() == 2
     (standby.pg_wal / history_file_name(2)).unlink()
-    (d,) = _dirs(tmp_path, "wal")
+    (d,) = make_dirs(tmp_path, "wal")
     wf = procs.walfast("-D", str(d), "-d", standby.conninfo())
     assert wf.wait(30) == 1
     err = wf.stderr()
@@ -197,7 +199,7 @@ def test_timeline_the_server_does_not_have(pg_cluster, procs, tmp_path):
     cluster.switch_wal()
     first = cluster.completed_segments()[-1]
     segno = cluster.parse_segment_name(first.name)[1]
-    (d,) = _dirs(tmp_path, "wal")
+    (d,) = make_dirs(tmp_path, "wal")
     # A real segment of this cluster (so the directory's identity matches),
     # named as the start of timeline 2.
     (d / cluster.segment_name(segno, timeline=2)).write_bytes(first.read_bytes())

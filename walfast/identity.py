@@ -107,8 +107,10 @@ def read_identity(directory: StrPath) -> DirectoryIdentity | None:
             f'could not read the directory identity file "{path}": {exc}') from None
     try:
         data = json.loads(text)
-        if not isinstance(data, dict) or data.get("format") != _FORMAT:
-            raise ValueError(f"unknown format {data.get('format') if isinstance(data, dict) else data!r}")
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        if data.get("format") != _FORMAT:
+            raise ValueError(f"unknown format {data.get('format')!r}")
         ident = DirectoryIdentity(
             system_identifier=int(data["system_identifier"]),
             wal_segment_size=int(data["wal_segment_size"]),

@@ -158,11 +158,13 @@ def stream_once(
                                              untrusted)
         if timeline > info.timeline:
             # pg_receivewal's message, then what it means and what to do.
-            raise TimelineError(
-                f"starting timeline {timeline} is not present in the server (the {how} says "
-                f"timeline {timeline}, the server is on timeline {info.timeline}); the WAL in "
-                f'"{options.directory}" is not from this server or comes from a later state of '
-                "it: use another directory, or connect to the server it came from")
+            text = (f"starting timeline {timeline} is not present in the server (the {how} says "
+                    f"timeline {timeline}, the server is on timeline {info.timeline})")
+            if how == "directory":
+                text += (f'; the WAL in "{options.directory}" is not from this server or comes '
+                         "from a later state of it: use another directory, or connect to the "
+                         "server it came from")
+            raise TimelineError(text)
         log.info("starting log streaming at %s (timeline %d)", format_lsn(start), timeline)
         while True:
             outcome, next_tli = _stream_timeline(
