@@ -7,6 +7,8 @@ promoted.
 * a restart whose start position is exactly the end of the old timeline
   (the walsender answers START_REPLICATION with the next timeline, no COPY),
   and a history file missing from the directory, fetched again;
+* a mid-segment resume point past the server's fork point, moved back to
+  the segment start so the result is pg_receivewal's;
 * a server without the history file of the timeline to stream, and a
   directory on a timeline the server does not have: a clear error, exit 1
   even without ``-n``, nothing overwritten.
@@ -217,3 +219,54 @@ def test_timeline_the_server_does_not_have(pg_cluster, procs, tmp_path):
     assert {n: b for n, b in after.items() if n in before} == before
     assert set(after) - set(before) <= {"walfast.identity", "walfast.boot"}
     assert not START_RE.search(err)
+
+
+def test_resume_past_the_fork_point(pg_cluster, standby_factory, bindir, procs, tmp_path):
+    """walfast received from the old primary WAL its standby never got;
+    the standby is promoted, so timeline 2 forks before that WAL, in the
+    same segment.  The .partial's last valid page is past the fork, where
+    the standby would refuse to start: walfast starts at the segment start
+    instead, as pg_receivewal does, and both end with the same files."""
+    primary = pg_cluster
+    seg = primary.wal_segment_size
+    standby = standby_factory(primary)
+    primary.switch_wal()
+    fork = small_commit(primary)
+    wait_until(lambda: parse_lsn(standby.execute(
+        "SELECT pg_last_wal_replay_lsn()::text")[0][0]) >= fork,
+        "the standby to replay the commit", 30)
+    standby.stop("fast")
+
+    wf_dir, pg_dir = make_dirs(tmp_path, "walfast", "pg_receivewal")
+    first = procs.walfast("-D", str(wf_dir), "-d", primary.conninfo(), "-v", name="from-primary")
+    wait_streaming(primary, ["walfast"], [first])
+    assert first.start_position() == (fork - fork % seg, 1)
+    primary.generate_wal(seg // 4)
+    beyond = small_commit(primary)
+    assert beyond // seg == fork // seg, "the test needs the fork and the WAL after it in one segment"
+    wait_until(lambda: holds_wal(wf_dir, primary, fork - fork % seg, beyond),
+               "walfast to receive the WAL the standby lacks", 30, [first])
+    assert first.interrupt() == 0
+    primary.stop("immediate")
+
+    standby.start()
+    assert standby.promote() == 2
+    switch = _switch_point((standby.pg_wal / history_file_name(2)).read_bytes(), 1)
+    assert fork <= switch < beyond - 8192
+    for p in wf_dir.iterdir():
+        (pg_dir / p.name).write_bytes(p.read_bytes())
+    conninfo = standby.conninfo()
+    wf = procs.walfast("-D", str(wf_dir), "-d", conninfo, "-n", "-v")
+    pg = procs.pg_receivewal(bindir, "-D", str(pg_dir), "-d", conninfo, "-n", "-v")
+    wait_streaming(standby, ["walfast", "pg_receivewal"], [wf, pg])
+    end = small_commit(standby)
+    for d, p in ((wf_dir, wf), (pg_dir, pg)):
+        wait_until(lambda: holds_wal(d, standby, switch - switch % seg, end, timeline=2),
+                   f"{p.name} to follow timeline 2", 30, [wf, pg])
+    assert wf.interrupt() == 0
+    assert pg.interrupt() == 0
+    assert wf.start_position() == pg.start_position() == (fork - fork % seg, 1)
+    same_output(wf, pg)
+    assert wal_files(wf_dir) == wal_files(pg_dir)
+    for name in wal_files(wf_dir) + ["00000002.history"]:
+        assert (wf_dir / name).read_bytes() == (pg_dir / name).read_bytes(), name

@@ -29,7 +29,7 @@ from walfast import _core, identity, protocol, resume, segments
 from walfast._libpq import psycopg_libpq_path
 from walfast.compression import CompressionSpec
 from walfast.errors import TimelineError, WalfastError
-from walfast.lsn import format_lsn, history_file_name, segment_start
+from walfast.lsn import format_lsn, history_file_name, parse_lsn, segment_start
 
 __all__ = [
     "NOTICE", "ReceiveOutcome", "StreamOptions", "error_text", "receive_to_directory",
@@ -165,6 +165,8 @@ def stream_once(
                          "from a later state of it: use another directory, or connect to the "
                          "server it came from")
             raise TimelineError(text)
+        if start % segment_size and timeline < info.timeline:
+            start = _within_history(conn, start, timeline, info.timeline, segment_size)
         log.info("starting log streaming at %s (timeline %d)", format_lsn(start), timeline)
         while True:
             outcome, next_tli = _stream_timeline(
@@ -256,6 +258,36 @@ def _stream_timeline(
     finally:
         if not writer.closed:
             writer.close()
+
+
+def _within_history(
+    conn: psycopg.Connection, start: int, timeline: int, server_timeline: int,
+    segment_size: int,
+) -> int:
+    """A mid-segment resume point on an older timeline than the server's,
+    moved back to its segment start when it lies past the point where the
+    server's history left that timeline: the directory holds WAL the server
+    never had on that timeline (it came from the old primary), and the
+    walsender would refuse to start there.  From the segment start, the
+    server streams up to its switch point and then the next timeline, as
+    for pg_receivewal."""
+    try:
+        _, content = protocol.timeline_history(conn, server_timeline)
+    except psycopg.errors.UndefinedFile:
+        return segment_start(start, segment_size)   # cannot tell: as pg_receivewal
+    for line in content.decode("ascii", errors="replace").splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and fields[0] == str(timeline):
+            try:
+                switch = parse_lsn(fields[1])
+            except ValueError:
+                break
+            if start > switch:
+                log.debug("resume point %s is past the end of timeline %d on the server (%s)",
+                          format_lsn(start), timeline, format_lsn(switch))
+                return segment_start(start, segment_size)
+            break
+    return start
 
 
 def _fetch_history(
