@@ -28,7 +28,7 @@ from receivers import Procs  # noqa: E402
 from walfast.cluster import Cluster, find_bindir  # noqa: E402
 
 # Fixtures that need a real server; tests using them get the marker.
-_PG_FIXTURES = frozenset({"pg_bindir", "pg_cluster", "pg_cluster_factory"})
+_PG_FIXTURES = frozenset({"pg_bindir", "pg_cluster", "pg_cluster_factory", "standby_factory"})
 
 _NO_PG_REASON = ("PostgreSQL server binaries not found (set PG_BINDIR or "
                  "install postgresql)")
@@ -88,6 +88,26 @@ def pg_cluster_factory(pg_bindir):
 def pg_cluster(pg_cluster_factory) -> Cluster:
     """One started cluster with 1 MiB WAL segments."""
     return pg_cluster_factory(wal_segsize_mb=1)
+
+
+@pytest.fixture
+def standby_factory(pg_bindir):
+    """``make(primary) -> Cluster``: a started streaming standby of the
+    running *primary* (``pg_basebackup -R``), stopped and deleted when the
+    test ends."""
+    made: list[Cluster] = []
+
+    def make(primary: Cluster) -> Cluster:
+        standby = Cluster(pg_bindir, wal_segsize_mb=primary.wal_segsize_mb,
+                          settings=primary.extra_settings)
+        made.append(standby)
+        standby.init_standby(primary)
+        standby.start()
+        return standby
+
+    yield make
+    for standby in made:
+        standby.cleanup()  # never raises
 
 
 @pytest.fixture

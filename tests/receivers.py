@@ -236,6 +236,54 @@ def assert_completed_like_pg_wal(directory: Path, cluster) -> list[str]:
 
 
 # --------------------------------------------------------------------------- #
+# shared by the side-by-side tests
+# --------------------------------------------------------------------------- #
+
+def make_dirs(tmp_path: Path, *names: str) -> list[Path]:
+    """Make and return the directories *names* under *tmp_path*."""
+    out = []
+    for n in names:
+        d = tmp_path / n
+        d.mkdir()
+        out.append(d)
+    return out
+
+
+def small_commit(cluster) -> int:
+    """Commit one row; return the WAL position right after it."""
+    with cluster.connect() as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS walfast_fill (id bigint, payload text)")
+        conn.execute("INSERT INTO walfast_fill VALUES (-1, 'tail')")
+        return parse_lsn(conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0])
+
+
+def same_output(wf, pg, segsize: int | None = None) -> None:
+    """walfast printed exactly what pg_receivewal printed, program name
+    aside, and except that pg_receivewal -v prints its stop message twice
+    (its stop callback runs again after the file is closed): walfast once.
+
+    With *segsize*, walfast's start positions count as equal to
+    pg_receivewal's when in the same segment: on resuming a .partial
+    pg_receivewal starts at the segment start, walfast at the start of the
+    file's last valid page (walfast/resume.py)."""
+    ours = wf.stderr().replace("walfast: ", "PROG: ").splitlines()
+    if segsize is not None:
+        def to_segment_start(m: re.Match) -> str:
+            lsn = parse_lsn(m.group(1))
+            return f"starting log streaming at {format_lsn(lsn - lsn % segsize)} ("
+        ours = [re.sub(r"starting log streaming at (\S+) \(", to_segment_start, line)
+                for line in ours]
+    theirs = pg.stderr().replace("pg_receivewal: ", "PROG: ").splitlines()
+    once = ("PROG: received interrupt signal, exiting", "PROG: stopped log streaming at ")
+    deduplicated: list[str] = []
+    for line in theirs:
+        if line.startswith(once) and line in deduplicated:
+            continue
+        deduplicated.append(line)
+    assert ours == deduplicated
+
+
+# --------------------------------------------------------------------------- #
 # fixture
 # --------------------------------------------------------------------------- #
 

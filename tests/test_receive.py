@@ -27,10 +27,13 @@ from receivers import (
     assert_completed_like_pg_wal,
     completed_files,
     holds_wal,
+    make_dirs as _dirs,
     mismatch,
     partial_files,
     replication_rows,
+    same_output as _same_output,
     segno_of,
+    small_commit as _small_commit,
     wait_streaming,
     wait_until,
     wal_files,
@@ -47,41 +50,9 @@ def bindir(pg_bindir):
     return pg_bindir
 
 
-def _dirs(tmp_path: Path, *names: str) -> list[Path]:
-    out = []
-    for n in names:
-        d = tmp_path / n
-        d.mkdir()
-        out.append(d)
-    return out
-
-
 def _insert_lsn(cluster) -> int:
     (lsn,), = cluster.execute("SELECT pg_current_wal_insert_lsn()::text")
     return parse_lsn(lsn)
-
-
-def _small_commit(cluster) -> int:
-    """Commit one row; return the WAL position right after it."""
-    with cluster.connect() as conn:
-        conn.execute("CREATE TABLE IF NOT EXISTS walfast_fill (id bigint, payload text)")
-        conn.execute("INSERT INTO walfast_fill VALUES (-1, 'tail')")
-        return parse_lsn(conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0])
-
-
-def _same_output(wf, pg) -> None:
-    """walfast printed exactly what pg_receivewal printed, program name
-    aside, and except that pg_receivewal -v prints its stop message twice
-    (its stop callback runs again after the file is closed): walfast once."""
-    ours = wf.stderr().replace("walfast: ", "PROG: ").splitlines()
-    theirs = pg.stderr().replace("pg_receivewal: ", "PROG: ").splitlines()
-    once = ("PROG: received interrupt signal, exiting", "PROG: stopped log streaming at ")
-    deduplicated: list[str] = []
-    for line in theirs:
-        if line.startswith(once) and line in deduplicated:
-            continue
-        deduplicated.append(line)
-    assert ours == deduplicated
 
 
 def _assert_partial_like_pg_wal(directory: Path, cluster, name: str, upto: int) -> None:
@@ -256,7 +227,12 @@ def test_resume_reopens_partial(pg_cluster, procs, tmp_path):
     end = _small_commit(cluster)
     second = procs.walfast("-D", str(d), "-d", conninfo, "-v")
     resumed_at, tli = second.start_position()
-    assert (resumed_at, tli) == ((mid // seg) * seg, 1), "did not resume at the .partial"
+    # pg_receivewal would restart at the segment start; walfast resumes at
+    # the start of the .partial's last valid page, as the file was written
+    # in this boot (walfast/resume.py).
+    (page,), = cluster.execute("SELECT current_setting('wal_block_size')::int")
+    assert tli == 1 and resumed_at % page == 0, "did not resume at a page start"
+    assert (mid // seg) * seg < resumed_at <= mid, "did not resume inside the .partial"
     wait_until(lambda: holds_wal(d, cluster, start, end), "the second run's WAL", 60, [second])
     assert second.interrupt() == 0
     assert "Traceback" not in first.stderr() + second.stderr()
@@ -412,7 +388,7 @@ def test_primary_restart_is_retried_without_no_loop(pg_cluster, bindir, procs, t
     assert wf.interrupt() == 0
     assert pg.interrupt() == 0
     assert wf.stderr().count("starting log streaming at") == 2
-    _same_output(wf, pg)
+    _same_output(wf, pg, segsize=seg)
     assert wal_files(wf_dir) == wal_files(pg_dir)
     assert completed_files(wf_dir) == assert_completed_like_pg_wal(wf_dir, cluster)
     for name in completed_files(wf_dir):
@@ -537,89 +513,4 @@ def test_endpos_stops_where_pg_receivewal_stops(pg_cluster, bindir, procs, tmp_p
     assert_completed_like_pg_wal(wf_dir, cluster)
     _assert_partial_like_pg_wal(wf_dir, cluster, expected[-1][:24], endpos)
     assert "stopped log streaming at" in wf.stderr()
-    _same_output(wf, pg)
-
-
-# --------------------------------------------------------------------------- #
-# timeline switch: streaming from a standby that is promoted
-# --------------------------------------------------------------------------- #
-
-@pytest.fixture
-def standby_factory(pg_bindir):
-    """``make(primary) -> Cluster``: a started streaming standby of *primary*
-    (pg_basebackup -R), stopped and deleted at teardown."""
-    from walfast.cluster import Cluster, free_port
-
-    made: list[Cluster] = []
-
-    def make(primary):
-        sb = Cluster(pg_bindir, wal_segsize_mb=primary.wal_segsize_mb)
-        made.append(sb)
-        # Cluster.init() runs initdb; a standby is made by pg_basebackup
-        # instead, in the same kind of private directory.
-        sb.base = Path(tempfile.mkdtemp(prefix="walfast-pg-"))
-        sb.socket_dir.mkdir()
-        if sb._pw is not None:
-            for p in (sb.base, sb.socket_dir):
-                os.chown(p, sb._pw.pw_uid, sb._pw.pw_gid)
-        sb._run("pg_basebackup", "-D", str(sb.datadir), "-d", primary.conninfo(), "-R",
-                "-X", "stream", "-c", "fast", "--no-sync")
-        # The copied postgresql.conf carries the primary's port and socket
-        # directory; the standby's own settings block goes after them.
-        sb._orig_conf = (sb.datadir / "postgresql.conf").read_text()
-        sb.port = free_port()
-        sb._write_conf()
-        sb.start()
-        return sb
-
-    yield make
-    for sb in made:
-        sb.cleanup()
-
-
-def test_timeline_switch_on_promotion(pg_cluster, standby_factory, bindir, procs, tmp_path):
-    """Both receivers stream from a standby; it is promoted: the walsender
-    ends timeline 1, both follow onto timeline 2 on the same connection."""
-    primary = pg_cluster
-    seg = primary.wal_segment_size
-    primary.execute("CREATE TABLE walfast_fill (id bigint, payload text)")
-    standby = standby_factory(primary)
-    conninfo = standby.conninfo()
-    wf_dir, pg_dir, wf, pg, _ = _start_both(standby, bindir, procs, tmp_path, conninfo, "-n", "-v")
-    start, tli = wf.start_position()
-    assert tli == 1 and pg.start_position() == (start, 1)
-
-    primary.generate_wal(seg + seg // 2)
-    lsn = _small_commit(primary)
-    wait_until(lambda: all(holds_wal(d, primary, start, lsn) for d in (wf_dir, pg_dir)),
-               "both to receive the primary's WAL through the standby", 60, [wf, pg])
-
-    (promoted,), = standby.execute("SELECT pg_promote(true, 60)")
-    assert promoted
-    (tli_name,), = standby.execute("SELECT pg_walfile_name(pg_current_wal_lsn())")
-    assert tli_name.startswith("00000002")
-    standby.generate_wal(seg)
-    standby.switch_wal()
-    end = _small_commit(standby)
-    new_partial = standby.segment_name(end // seg, timeline=2) + ".partial"
-    for d, p in ((wf_dir, wf), (pg_dir, pg)):
-        wait_until(lambda: new_partial in wal_files(d) and holds_wal(d, standby, end - end % seg,
-                                                                      end, timeline=2),
-                   f"{p.name} to follow timeline 2", 60, [wf, pg])
-    assert wf.interrupt() == 0
-    assert pg.interrupt() == 0
-
-    names = wal_files(wf_dir)
-    assert names == wal_files(pg_dir)
-    old_partials = [n for n in names if n.startswith("00000001") and n.endswith(".partial")]
-    assert len(old_partials) == 1, names
-    assert new_partial in names
-    for name in names:
-        assert (wf_dir / name).read_bytes() == (pg_dir / name).read_bytes(), name
-    for name in completed_files(wf_dir):
-        assert (wf_dir / name).read_bytes() == (standby.pg_wal / name).read_bytes(), name
-    history = "00000002.history"
-    assert (wf_dir / history).read_bytes() == (pg_dir / history).read_bytes() \
-        == (standby.pg_wal / history).read_bytes()
-    assert "switched to timeline 2 at" in wf.stderr()
     _same_output(wf, pg)

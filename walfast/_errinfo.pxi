@@ -8,7 +8,7 @@
 import os as _os
 
 from walfast.errors import (
-    ProtocolError, SegmentError, WalfastError, WalGapError, WalPageError,
+    ProtocolError, SegmentError, WalfastError, WalGapError, WalPageError, partial_size_error,
 )
 from walfast.lsn import format_lsn as _fmt
 
@@ -82,19 +82,12 @@ cdef int raise_errinfo(ErrInfo *e, object directory) except -1:
             lsn=e.lsn, field=field, expected=e.expected, found=e.found, filename=path,
         )
     if e.code == ERR_SEGMENT_SIZE:
-        raise SegmentError(
-            22,  # EINVAL
-            f"segment file has {e.found} bytes, should be 0 or {e.expected} (the WAL segment "
-            f"size). It was cut short or written for another segment size; walfast will not "
-            f"overwrite it. Move it out of the directory (keep it if it may hold the only copy "
-            f"of that WAL), then start again",
-            path,
-        )
+        raise partial_size_error(path, e.found, e.expected)
     if e.code == ERR_MID_SEGMENT:
         raise SegmentError(
             2,  # ENOENT
             f"cannot start writing at {_fmt(e.lsn)}, in the middle of a segment, because the "
-            f"segment's .partial file does not exist or is empty; start streaming at the "
+            f"segment's .partial file \"{path}\" does not exist or is empty; start streaming at the "
             f"segment's beginning, {_fmt(e.expected)}",
             path,
         )

@@ -7,7 +7,10 @@
 #            then file + directory fsync so the name survives a crash.  An
 #            existing full-size .partial is reopened and fsynced ("in case of
 #            a previous crash"); size 0 counts as new; any other size is
-#            refused.
+#            refused.  Writing into a reopened file may start at any page
+#            (walfast/resume.py chooses the last valid one); the fsync comes
+#            first, so the bytes before the start are durable before the
+#            start itself is ever reported flushed.
 #   write    pwrite at the segment offset, straight from the receive buffer.
 #   flush    fdatasync of the open segment (one call per batch; when to flush
 #            is the caller's policy).

@@ -321,6 +321,42 @@ class Cluster:
             raise
         return self
 
+    def init_standby(self, primary: "Cluster") -> "Cluster":
+        """Instead of :meth:`init`: create this cluster as a streaming
+        standby of the running *primary* (``pg_basebackup -R -X stream``),
+        with its own port and socket directory.  Start it with :meth:`start`.
+        """
+        if self.base is not None:
+            raise RuntimeError(f"cluster already initialised in {self.base}")
+        self.base = Path(tempfile.mkdtemp(prefix="walfast-pg-"))
+        try:
+            self.socket_dir.mkdir()
+            if self._pw is not None:
+                for p in (self.base, self.socket_dir):
+                    os.chown(p, self._pw.pw_uid, self._pw.pw_gid)
+            self._run(
+                "pg_basebackup", "-D", str(self.datadir), "-d", primary.conninfo(), "-R",
+                "-X", "stream", "-c", "fast", "--no-sync",
+            )
+            # The copied postgresql.conf ends with the primary's settings
+            # block (its port, its socket directory); ours goes after it.
+            self._orig_conf = (self.datadir / "postgresql.conf").read_text()
+            self.port = free_port()
+            self._write_conf()
+        except BaseException:
+            self.cleanup()
+            raise
+        return self
+
+    def promote(self, timeout: int = 60) -> int:
+        """Promote this standby (``pg_promote``, waiting for it to finish);
+        return its new timeline."""
+        (promoted,), = self.execute("SELECT pg_promote(true, %s)", (timeout,))
+        if not promoted:
+            raise RuntimeError(f"pg_promote did not finish within {timeout} s")
+        (walfile,), = self.execute("SELECT pg_walfile_name(pg_current_wal_lsn())")
+        return int(walfile[:8], 16)
+
     def settings(self) -> dict[str, Any]:
         """The full set of postgresql.conf settings the harness writes."""
         base = self._need_base()

@@ -29,6 +29,7 @@ __all__ = [
     "WalGapError",
     "WalPageError",
     "WalfastError",
+    "partial_size_error",
 ]
 
 
@@ -103,4 +104,27 @@ class TimelineError(WalfastError):
 
 class SegmentError(WalfastError, OSError):
     """A segment file exists but cannot be used (for example a ``.partial``
-    whose size is neither 0 nor the segment size)."""
+    whose size is neither 0 nor the segment size).
+
+    ``errno`` and ``filename`` are set as for any :class:`OSError`; the
+    message itself names the file, so ``str()`` is just the message (not
+    OSError's ``[Errno N] message: 'file'``).
+    """
+
+    def __str__(self) -> str:
+        return self.strerror if self.strerror else super().__str__()
+
+
+def partial_size_error(path: str, found: int, expected: int) -> SegmentError:
+    """The error for a ``.partial`` segment file whose size is neither 0 nor
+    the segment size: such a file was cut short, or written with another
+    segment size, and nothing in it can be trusted or overwritten."""
+    return SegmentError(
+        22,  # EINVAL
+        f'segment file "{path}" has {found} bytes, should be 0 or {expected} (the WAL '
+        f"segment size): it was cut short or written for another segment size, and walfast "
+        f"will not write into it. Move it out of the directory (keep it if it may hold the "
+        f"only copy of that WAL) or truncate it to 0 bytes; walfast then streams that "
+        f"segment again from its start",
+        path,
+    )

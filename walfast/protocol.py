@@ -59,6 +59,7 @@ __all__ = [
     "identify_system",
     "parse_wal_segment_size",
     "quote_ident",
+    "read_next_timeline",
     "read_replication_slot",
     "start_replication_command",
     "timeline_history",
@@ -628,17 +629,7 @@ def end_copy(pgconn: pq.abc.PGconn, *, server_ended: bool = False) -> tuple[int,
                 if n < 0:
                     break
         elif status == pq.ExecStatus.TUPLES_OK:
-            if res.ntuples != 1 or res.nfields < 2:
-                raise WalfastError(
-                    f"unexpected result set after end-of-timeline: got {res.ntuples} rows and "
-                    f"{res.nfields} fields, expected 1 rows and 2 fields")
-            tli_raw, pos_raw = res.get_value(0, 0), res.get_value(0, 1)
-            assert tli_raw is not None and pos_raw is not None
-            try:
-                next_tli = (int(tli_raw), parse_lsn(bytes(pos_raw).decode()))
-            except ValueError:
-                raise WalfastError(
-                    f'could not parse next timeline\'s starting point "{pos_raw!r}"') from None
+            next_tli = _parse_next_timeline(res)
         elif status == pq.ExecStatus.COMMAND_OK and next_tli is None:
             # The stream is over and no next timeline follows.  A walsender
             # that is shutting down exits right after this CommandComplete,
@@ -650,3 +641,39 @@ def end_copy(pgconn: pq.abc.PGconn, *, server_ended: bool = False) -> tuple[int,
             # was terminated): a lost connection, retried like one.
             msg = res.error_message.decode(errors="replace").strip()
             raise psycopg.OperationalError(f"unexpected termination of replication stream: {msg}")
+
+
+def _parse_next_timeline(res: pq.abc.PGresult) -> tuple[int, int]:
+    """The end-of-timeline row: ``(next timeline, its start LSN)``
+    (receivelog.c's ReadEndOfStreamingResult)."""
+    if res.ntuples != 1 or res.nfields < 2:
+        raise WalfastError(
+            f"unexpected result set after end-of-timeline: got {res.ntuples} rows and "
+            f"{res.nfields} fields, expected 1 rows and 2 fields")
+    tli_raw, pos_raw = res.get_value(0, 0), res.get_value(0, 1)
+    if tli_raw is None or pos_raw is None:
+        raise WalfastError("unexpected NULL in the end-of-timeline result set")
+    try:
+        return int(tli_raw), parse_lsn(bytes(pos_raw).decode())
+    except ValueError:
+        raise WalfastError(
+            f'could not parse next timeline\'s starting point "{pos_raw!r}"') from None
+
+
+def read_next_timeline(pgconn: pq.abc.PGconn, res: pq.abc.PGresult) -> tuple[int, int]:
+    """``START_REPLICATION`` was answered with the end-of-timeline row
+    instead of a COPY: the start position is exactly where the requested
+    (historic) timeline ends.  Parse the row, read the CommandComplete that
+    follows; return ``(next timeline, its start LSN)``."""
+    next_tli = _parse_next_timeline(res)
+    while True:
+        r = pgconn.get_result()
+        if r is None:
+            return next_tli
+        status = pq.ExecStatus(r.status)
+        if status == pq.ExecStatus.FATAL_ERROR:
+            msg = r.error_message.decode(errors="replace").strip()
+            raise psycopg.OperationalError(f"unexpected termination of replication stream: {msg}")
+        if status != pq.ExecStatus.COMMAND_OK:
+            raise WalfastError(
+                f"unexpected result after the end-of-timeline result set: {status.name}")

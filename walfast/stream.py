@@ -25,12 +25,12 @@ from pathlib import Path
 import psycopg
 from psycopg import pq
 
-from walfast import _core, progress, protocol, segments
+from walfast import _core, identity, progress, protocol, resume, segments
 from walfast.compressor import CompressWorker
 from walfast._libpq import psycopg_libpq_path
 from walfast.compression import CompressionSpec
 from walfast.errors import TimelineError, WalfastError
-from walfast.lsn import format_lsn, history_file_name, segment_start
+from walfast.lsn import format_lsn, history_file_name, parse_lsn, segment_start
 
 __all__ = [
     "NOTICE", "ReceiveOutcome", "StreamOptions", "error_text", "receive_to_directory",
@@ -95,24 +95,35 @@ def _ensure_libpq() -> None:
 
 
 def _choose_start(
-    conn: psycopg.Connection, options: StreamOptions, segment_size: int,
-    info: protocol.SystemInfo,
-) -> tuple[int, int]:
+    conn: psycopg.Connection, options: StreamOptions, segment_size: int, page_size: int,
+    info: protocol.SystemInfo, untrusted_through: int | None,
+) -> tuple[int, int, str]:
     """pg_receivewal's start position: the directory, else the slot, else the
-    server's position; rounded down to a segment start."""
+    server's position, rounded down to a segment start; then, beyond
+    pg_receivewal, the start of the last valid page of a ``.partial`` written
+    in this boot (:func:`walfast.resume.resume_position`).  Returns
+    ``(lsn, timeline, where it came from)``."""
     found = segments.find_streaming_start(options.directory, segment_size)
     if found is not None:
         lsn, timeline = found
         how = "directory"
+        if options.compression is None:
+            # A compressed file must hold its segment from the start, so a
+            # plain .partial left by an uncompressed run is not resumed
+            # mid-segment when compressing now.
+            lsn = resume.resume_position(
+                options.directory, lsn, timeline, segment_size=segment_size,
+                page_size=page_size, system_identifier=info.systemid,
+                untrusted_through=untrusted_through)
     else:
         lsn, timeline, how = info.xlogpos, info.timeline, "server position"
         if options.slot is not None and conn.info.server_version >= 150000:
             slot = protocol.read_replication_slot(conn, options.slot)
             if slot.restart_lsn is not None and slot.restart_tli is not None:
                 lsn, timeline, how = slot.restart_lsn, slot.restart_tli, f'slot "{options.slot}"'
-    lsn = segment_start(lsn, segment_size)
+        lsn = segment_start(lsn, segment_size)
     log.debug("start position %s (timeline %d) from the %s", format_lsn(lsn), timeline, how)
-    return lsn, timeline
+    return lsn, timeline, how
 
 
 def stream_once(
@@ -142,9 +153,26 @@ def stream_once(
         segment_size = protocol.wal_segment_size(conn)
         page_size = protocol.wal_block_size(conn)
         file_mode = protocol.file_mode_for(protocol.data_directory_mode(conn))
-        start, timeline = _choose_start(conn, options, segment_size, info)
+        # Before anything is written: is this directory this cluster's, and
+        # which of its files may hold bytes from before this boot?
+        identity.check_and_record(
+            options.directory, identity.DirectoryIdentity(info.systemid, segment_size, page_size),
+            sync=options.sync, mode=file_mode)
+        untrusted = resume.note_boot(options.directory, segment_size, sync=options.sync,
+                                     mode=file_mode)
+        start, timeline, how = _choose_start(conn, options, segment_size, page_size, info,
+                                             untrusted)
         if timeline > info.timeline:
-            raise TimelineError(f"starting timeline {timeline} is not present in the server")
+            # pg_receivewal's message, then what it means and what to do.
+            text = (f"starting timeline {timeline} is not present in the server (the {how} says "
+                    f"timeline {timeline}, the server is on timeline {info.timeline})")
+            if how == "directory":
+                text += (f'; the WAL in "{options.directory}" is not from this server or comes '
+                         "from a later state of it: use another directory, or connect to the "
+                         "server it came from")
+            raise TimelineError(text)
+        if start % segment_size and timeline < info.timeline:
+            start = _within_history(conn, start, timeline, info.timeline, segment_size)
         log.info("starting log streaming at %s (timeline %d)", format_lsn(start), timeline)
         if state is not None:
             state.update(
@@ -178,21 +206,20 @@ def _stream_timeline(
 ) -> tuple[ReceiveOutcome, tuple[int, int] | None]:
     directory = options.directory
     if timeline != 1 and not (directory / history_file_name(timeline)).exists():
-        name, content = protocol.timeline_history(conn, timeline)
-        segments.write_history_file(directory, timeline, content, sync=options.sync)
-        log.debug("wrote timeline history file %s", name)
+        _fetch_history(conn, directory, timeline, options.sync, file_mode)
 
     pgconn = conn.pgconn
     pgconn.send_query(protocol.start_replication_command(
         slot=options.slot, start_lsn=start, timeline=timeline))
     res = pgconn.get_result()
     status = pq.ExecStatus(res.status) if res is not None else None
-    if status == pq.ExecStatus.TUPLES_OK:
-        # Start exactly at the end of an old timeline: no COPY, the next
-        # timeline straight away.
-        raise TimelineError(
-            f"server has no WAL on timeline {timeline} at {format_lsn(start)}; "
-            "it reported the next timeline instead")  # handled in a later step
+    if status == pq.ExecStatus.TUPLES_OK and res is not None:
+        # The start is exactly the end of an old timeline: the walsender
+        # answers with the next timeline's row and no COPY (pg_receivewal
+        # gives up here).  Nothing was received: follow it as after a COPY.
+        direct = protocol.read_next_timeline(pgconn, res)
+        _check_switch(direct, timeline, start)
+        return ReceiveOutcome.DISCONNECTED, direct
     if status != pq.ExecStatus.COPY_BOTH:
         msg = res.error_message.decode(errors="replace").strip() if res is not None else ""
         raise WalfastError(f'could not send replication command "START_REPLICATION": {msg}')
@@ -262,6 +289,56 @@ def _stream_timeline(
         finally:
             if worker is not None:
                 worker.stop()
+
+
+def _within_history(
+    conn: psycopg.Connection, start: int, timeline: int, server_timeline: int,
+    segment_size: int,
+) -> int:
+    """A mid-segment resume point on an older timeline than the server's,
+    moved back to its segment start when it lies past the point where the
+    server's history left that timeline: the directory holds WAL the server
+    never had on that timeline (it came from the old primary), and the
+    walsender would refuse to start there.  From the segment start, the
+    server streams up to its switch point and then the next timeline, as
+    for pg_receivewal."""
+    try:
+        _, content = protocol.timeline_history(conn, server_timeline)
+    except psycopg.errors.UndefinedFile:
+        return segment_start(start, segment_size)   # cannot tell: as pg_receivewal
+    for line in content.decode("ascii", errors="replace").splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and fields[0] == str(timeline):
+            try:
+                switch = parse_lsn(fields[1])
+            except ValueError:
+                break
+            if start > switch:
+                log.debug("resume point %s is past the end of timeline %d on the server (%s)",
+                          format_lsn(start), timeline, format_lsn(switch))
+                return segment_start(start, segment_size)
+            break
+    return start
+
+
+def _fetch_history(
+    conn: psycopg.Connection, directory: Path, timeline: int, sync: bool, file_mode: int,
+) -> None:
+    """Fetch the history file of *timeline* and write it durably
+    (:func:`walfast.segments.write_history_file`)."""
+    try:
+        name, content = protocol.timeline_history(conn, timeline)
+    except psycopg.errors.UndefinedFile as e:
+        # Retrying cannot help: say so instead of reconnecting forever.
+        msg = (e.diag.message_primary or str(e)).strip()
+        raise TimelineError(
+            f"the server has no history file for timeline {timeline} ({msg}): timeline "
+            f"{timeline} is not in its history, or the file was removed from its pg_wal. "
+            f"walfast cannot stream timeline {timeline} from this server; connect to the server "
+            f'that has it, or, if "{directory}" holds WAL of another history, use another '
+            "directory") from None
+    segments.write_history_file(directory, timeline, content, sync=sync, mode=file_mode)
+    log.debug("wrote timeline history file %s", name)
 
 
 def _report_final(copy: _core.CopyStream, options: StreamOptions) -> None:
