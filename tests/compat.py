@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from receivers import clean_env
-from walfast import progress
+from walfast import segments
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -122,7 +122,7 @@ def read_segment(path: Path) -> bytes:
 
 #: walfast's own files in an output directory (pg_receivewal ignores them,
 #: so they are left out when listings are compared).
-WALFAST_FILES = frozenset({progress.FILE_NAME})
+WALFAST_FILES = segments.OWN_FILES
 
 
 def listing(directory: Path) -> list[str]:

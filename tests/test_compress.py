@@ -30,7 +30,7 @@ import zstandard
 
 from receivers import START_RE, clean_env, replication_rows, wait_until
 from wal_synth import cut_like_walsender, make_wal
-from walfast import SegmentWriter, _core
+from walfast import SegmentWriter, _core, segments
 from walfast.compression import SUFFIXES, CompressionSpec
 from walfast.compressor import CompressWorker, decoded_length
 from walfast.lsn import format_lsn, parse_lsn, segment_file_name
@@ -44,6 +44,12 @@ METHODS = ["gzip", "lz4", "zstd"]
 # --------------------------------------------------------------------------- #
 # helpers
 # --------------------------------------------------------------------------- #
+
+
+def _wal_files(directory: Path) -> list[str]:
+    """The directory's file names but walfast's own (identity, boot record,
+    progress state), which pg_receivewal ignores."""
+    return sorted(n for n in os.listdir(directory) if n not in segments.OWN_FILES)
 
 def decompress(data: bytes, method: str) -> bytes:
     """All complete members/frames of *data* (strict: damaged data raises)."""
@@ -396,7 +402,8 @@ def _check_against_pg_wal(directory: Path, cluster, method: str) -> dict[str, by
     """Every file decompresses to the server's bytes (completed: the whole
     segment; .partial: a prefix).  Returns the decompressed contents."""
     out = {}
-    for p in sorted(directory.iterdir()):
+    for name in _wal_files(directory):
+        p = directory / name
         raw = decompress(p.read_bytes(), method)
         ref = (cluster.pg_wal / p.name[:24]).read_bytes()
         if p.name.endswith(".partial"):
@@ -440,7 +447,7 @@ def test_same_files_as_pg_receivewal_and_each_continues_the_other(
 
     expected = [cluster.segment_name(s) + suffix for s in range(first, end // seg)]
     expected.append(cluster.segment_name(end // seg) + suffix + ".partial")
-    assert sorted(os.listdir(wf_dir)) == sorted(os.listdir(pg_dir)) == expected
+    assert _wal_files(wf_dir) == _wal_files(pg_dir) == expected
     ours = _check_against_pg_wal(wf_dir, cluster, method)
     theirs = _check_against_pg_wal(pg_dir, cluster, method)
     for name in expected[:-1]:
@@ -478,8 +485,8 @@ def test_same_files_as_pg_receivewal_and_each_continues_the_other(
     assert _walfast(cluster, pg_dir, method, endpos=end2) is ReceiveOutcome.ENDPOS_REACHED
     assert {n: (pg_dir / n).stat().st_ino for n in expected[:-1]} == before
     _check_against_pg_wal(pg_dir, cluster, method)
-    assert sorted(os.listdir(pg_dir)) == sorted(os.listdir(wf_dir))
-    for name in sorted(os.listdir(pg_dir)):
+    assert _wal_files(pg_dir) == _wal_files(wf_dir)
+    for name in _wal_files(pg_dir):
         if not name.endswith(".partial"):
             assert decompress((pg_dir / name).read_bytes(), method) == \
                 decompress((wf_dir / name).read_bytes(), method)
@@ -493,7 +500,7 @@ def test_zstd_against_pg_wal_and_resume(pg_cluster_factory, tmp_path):
     first, end = _wal_range(cluster, 2)
     (tmp_path / (cluster.segment_name(first) + ".zst.partial")).write_bytes(b"")
     assert _walfast(cluster, tmp_path, "zstd", endpos=end) is ReceiveOutcome.ENDPOS_REACHED
-    names = sorted(os.listdir(tmp_path))
+    names = _wal_files(tmp_path)
     assert names[-1] == cluster.segment_name(end // seg) + ".zst.partial"
     assert len(names) == end // seg - first + 1
     _check_against_pg_wal(tmp_path, cluster, "zstd")

@@ -18,6 +18,7 @@ from receivers import holds_wal, small_commit, wait_streaming, wait_until, wal_f
 from wal_synth import SYSID, make_wal
 from walfast import ServerMismatchError
 from walfast.identity import IDENTITY_FILE, DirectoryIdentity, check_and_record, read_identity
+from walfast.progress import FILE_NAME as PROGRESS_FILE
 
 MB = 1 << 20
 P = 8192
@@ -25,7 +26,10 @@ SERVER = DirectoryIdentity(SYSID, MB, P)
 
 
 def _snapshot(d: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
+    """Every file's content, but the progress state: each run (even a
+    refused one) takes the directory's lock and state file first, so that
+    two receivers never check and write one directory at once."""
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir()) if p.name != PROGRESS_FILE}
 
 
 # --------------------------------------------------------------------------- #

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from walfast import segments
 from walfast.errors import ServerMismatchError, WalfastError
 from walfast.lsn import segment_file_name
 from walfast.segments import (
@@ -582,3 +583,11 @@ def test_check_directory_not_writable_via_access(tmp_path, monkeypatch):
     assert ei.value.filename == str(tmp_path)
     assert ei.value.errno == errno.EACCES
     assert ei.value.strerror == "Permission denied"
+
+
+def test_own_files_are_the_modules_file_names():
+    """OWN_FILES (what listings comparing with pg_receivewal leave out) names
+    exactly the files walfast's modules write next to the WAL."""
+    from walfast import identity, progress, resume
+
+    assert segments.OWN_FILES == {identity.IDENTITY_FILE, resume.BOOT_FILE, progress.FILE_NAME}

@@ -32,6 +32,7 @@ from receivers import (
     wait_until,
     wal_files,
 )
+from walfast import segments
 from walfast.lsn import format_lsn, history_file_name, parse_lsn
 
 
@@ -214,10 +215,10 @@ def test_timeline_the_server_does_not_have(pg_cluster, procs, tmp_path):
                           "(the directory says timeline 2, the server is on timeline 1)")
     assert "use another directory" in err
     after = _snapshot(d)
-    # Only walfast's own records were added (identity first, then the boot
+    # Only walfast's own records were added (progress state, identity, boot
     # record), no WAL file was created or changed.
     assert {n: b for n, b in after.items() if n in before} == before
-    assert set(after) - set(before) <= {"walfast.identity", "walfast.boot"}
+    assert set(after) - set(before) <= segments.OWN_FILES
     assert not START_RE.search(err)
 
 

@@ -35,6 +35,7 @@ from walfast.errors import ServerMismatchError
 from walfast.lsn import history_file_name, is_valid_segment_size, parse_segment_file_name
 
 __all__ = [
+    "OWN_FILES",
     "check_directory",
     "durable_rename",
     "find_streaming_start",
@@ -49,6 +50,12 @@ StrPath = Union[str, "os.PathLike[str]"]
 #: A name pg_receivewal's ``is_xlogfilename`` accepts: 24 uppercase hex
 #: digits, then nothing, ``.gz``, ``.lz4``, ``.partial``, ``.gz.partial`` or
 #: ``.lz4.partial``; and walfast's own ``.zst`` / ``.zst.partial``.
+#: walfast's own files in an output directory, next to the WAL: the
+#: directory identity (walfast.identity), the boot record (walfast.resume)
+#: and the progress state (walfast.progress).  pg_receivewal ignores them,
+#: as it ignores every name that is not a segment file.
+OWN_FILES = frozenset({"walfast.identity", "walfast.boot", "walfast.progress"})
+
 _WAL_FILE_RE = re.compile(r"([0-9A-F]{24})(\.gz|\.lz4|\.zst)?(\.partial)?")
 
 #: Compressed bytes read per step, and uncompressed bytes produced per step,
