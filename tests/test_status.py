@@ -74,7 +74,7 @@ def test_status_human_and_json(receiver):
     human = run_cli(walfast_cmd("status", str(out)))
     assert human.returncode == 0, human.stderr
     assert f'walfast receiver in "{out}": streaming (pid {r.pid})' in human.stdout
-    assert f"slot                st" in human.stdout
+    assert "slot                st" in human.stdout
     assert f"sender              127.0.0.1:{cluster.port}" in human.stdout
     assert str(cluster.system_identifier()) in human.stdout
     js = run_cli(walfast_cmd("status", "--json", str(out)))

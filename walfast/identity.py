@@ -34,7 +34,7 @@ from pathlib import Path
 from walfast._version import __version__
 from walfast.errors import ServerMismatchError
 from walfast.lsn import is_valid_segment_size
-from walfast.segments import StrPath, durable_rename
+from walfast.segments import StrPath, write_file_durably
 
 __all__ = [
     "IDENTITY_FILE",
@@ -129,8 +129,6 @@ def write_identity(directory: StrPath, ident: DirectoryIdentity, *, sync: bool =
                    mode: int = 0o600) -> Path:
     """Write *ident* as *directory*'s identity file (replacing one), durably
     unless ``sync`` is false; return its path."""
-    final = Path(directory) / IDENTITY_FILE
-    tmp = final.with_name(IDENTITY_FILE + ".tmp")
     record = {
         "format": _FORMAT,
         # A string: JSON readers that use doubles would round a uint64.
@@ -141,22 +139,7 @@ def write_identity(directory: StrPath, ident: DirectoryIdentity, *, sync: bool =
         "walfast_version": __version__,
     }
     data = (json.dumps(record, indent=2) + "\n").encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
-        durable_rename(tmp, final, directory, sync=sync)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return final
+    return write_file_durably(directory, IDENTITY_FILE, data, sync=sync, mode=mode)
 
 
 def _newest_segment_header(directory: Path) -> tuple[str, DirectoryIdentity] | None:

@@ -70,7 +70,7 @@ from pathlib import Path
 
 from walfast.errors import partial_size_error
 from walfast.lsn import format_lsn, parse_segment_file_name, segment_file_name
-from walfast.segments import StrPath, durable_rename
+from walfast.segments import StrPath, write_file_durably
 
 __all__ = [
     "BOOT_FILE",
@@ -158,21 +158,8 @@ def note_boot(directory: StrPath, segment_size: int, *, sync: bool = True,
     if recorded is not None and recorded[0] == boot_id:
         return recorded[1]
     untrusted = _highest_segno(directory, segment_size)
-    tmp = path.with_name(BOOT_FILE + ".tmp")
     data = json.dumps({"boot_id": boot_id, "untrusted_through_segno": untrusted}) + "\n"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
-    try:
-        try:
-            os.write(fd, data.encode())
-        finally:
-            os.close(fd)
-        durable_rename(tmp, path, directory, sync=sync)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_file_durably(directory, BOOT_FILE, data.encode(), sync=sync, mode=mode)
     return untrusted
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "OWN_FILES",
     "check_directory",
     "durable_rename",
+    "write_file_durably",
     "find_streaming_start",
     "fsync_dir",
     "write_history_file",
@@ -344,15 +345,25 @@ def write_history_file(
             f"({len(existing)} bytes on disk, {len(content)} bytes from the server); "
             "the directory holds WAL of another timeline history, refusing to overwrite it")
 
+    return write_file_durably(directory, name, content, sync=sync, mode=mode)
+
+
+def write_file_durably(
+    directory: StrPath, name: str, content: bytes, *, sync: bool = True, mode: int = 0o600,
+) -> Path:
+    """Write *content* as *directory*/*name*, replacing any file of that name
+    atomically: ``NAME.tmp`` is written (replacing a stale one), fsynced,
+    renamed and the directory fsynced (no fsyncs when ``sync`` is false).
+    After a crash the file is either the old one or has all of *content*.
+    Returns its path; an ``OSError`` names the file that failed."""
+    final = Path(directory) / name
     tmp = Path(directory) / (name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
         try:
             view = memoryview(content)
             while view:
                 view = view[os.write(fd, view):]
-            if sync:
-                os.fsync(fd)
         except OSError as exc:
             raise OSError(exc.errno, exc.strerror, os.fspath(tmp)) from None
         finally:

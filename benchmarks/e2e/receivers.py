@@ -44,7 +44,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg
 
 from benchmarks.e2e.primary import Primary, WalRange
 from walfast.lsn import format_lsn, parse_lsn
