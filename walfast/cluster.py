@@ -288,24 +288,31 @@ class Cluster:
 
     # ---- lifecycle --------------------------------------------------------- #
 
-    def init(self) -> "Cluster":
-        """Create the base dir and run initdb; write the configuration."""
+    def _check_new(self) -> None:
         if self.base is not None:
             raise RuntimeError(f"cluster already initialised in {self.base}")
+
+    def _make_base(self) -> None:
+        """Create the base and socket directories (owned by the postgres user
+        when we are root); check that user can reach them."""
         self.base = Path(tempfile.mkdtemp(prefix="walfast-pg-"))
+        self.socket_dir.mkdir()
+        if self._pw is not None:
+            for p in (self.base, self.socket_dir):
+                os.chown(p, self._pw.pw_uid, self._pw.pw_gid)
+            probe = self._run("pg_ctl", "--version", check=False)
+            if probe.returncode != 0:
+                raise RuntimeError(
+                    f"the postgres user cannot use {self.base} "
+                    f"(is {tempfile.gettempdir()} traversable by it? "
+                    f"set TMPDIR): {probe.stderr.strip()}"
+                )
+
+    def init(self) -> "Cluster":
+        """Create the base dir and run initdb; write the configuration."""
+        self._check_new()
         try:
-            self.socket_dir.mkdir()
-            if self._pw is not None:
-                for p in (self.base, self.socket_dir):
-                    os.chown(p, self._pw.pw_uid, self._pw.pw_gid)
-                # The postgres user must be able to reach the base dir.
-                probe = self._run("pg_ctl", "--version", check=False)
-                if probe.returncode != 0:
-                    raise RuntimeError(
-                        f"the postgres user cannot use {self.base} "
-                        f"(is {tempfile.gettempdir()} traversable by it? "
-                        f"set TMPDIR): {probe.stderr.strip()}"
-                    )
+            self._make_base()
             self._run(
                 "initdb", "-D", str(self.datadir), "-U", "postgres",
                 f"--wal-segsize={self.wal_segsize_mb}", "--auth=trust",
@@ -326,14 +333,9 @@ class Cluster:
         standby of the running *primary* (``pg_basebackup -R -X stream``),
         with its own port and socket directory.  Start it with :meth:`start`.
         """
-        if self.base is not None:
-            raise RuntimeError(f"cluster already initialised in {self.base}")
-        self.base = Path(tempfile.mkdtemp(prefix="walfast-pg-"))
+        self._check_new()
         try:
-            self.socket_dir.mkdir()
-            if self._pw is not None:
-                for p in (self.base, self.socket_dir):
-                    os.chown(p, self._pw.pw_uid, self._pw.pw_gid)
+            self._make_base()
             self._run(
                 "pg_basebackup", "-D", str(self.datadir), "-d", primary.conninfo(), "-R",
                 "-X", "stream", "-c", "fast", "--no-sync",
