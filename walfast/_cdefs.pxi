@@ -13,6 +13,9 @@ from posix.types cimport off_t
 cdef extern from "<fcntl.h>" nogil:
     int openat(int dirfd, const char *pathname, int flags, ...)
     int posix_fallocate(int fd, off_t offset, off_t len)
+    int sync_file_range(int fd, off_t offset, off_t nbytes, unsigned int flags)
+    enum:
+        SYNC_FILE_RANGE_WRITE
     enum:
         O_RDWR
         O_CREAT
@@ -107,3 +110,9 @@ cdef enum:
 # Seconds from the Unix epoch to PostgreSQL's (2000-01-01 00:00:00 UTC).
 cdef enum:
     PG_EPOCH_OFFSET_S = 946684800
+
+# Segment files: start writeback once this much was written since the last
+# start (SegmentWriter._write_behind).  Big enough for the disk to merge
+# writes, small enough that the final fdatasync of a segment waits little.
+cdef enum:
+    WRITE_BEHIND = 1048576

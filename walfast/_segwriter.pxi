@@ -93,6 +93,8 @@ cdef class SegmentWriter:
     cdef uint64_t _segno
     cdef char _fname[48]
     cdef bint _dirty              # written since its last fdatasync
+    cdef bint _name_unsynced      # created, its directory entry not yet fsynced
+    cdef uint64_t _writeback_from # segment offset up to which writeback was started
 
     cdef uint64_t _write_lsn
     cdef uint64_t _flush_lsn
@@ -227,17 +229,16 @@ cdef class SegmentWriter:
                 ftruncate(fd, 0)
                 close(fd)
                 return self._os_error("could not preallocate write-ahead log file", rc, True)
-            if self._sync:
-                # The new name and its size must survive a crash before any
-                # byte in it can be reported flushed.
-                if fsync(fd) != 0:
-                    rc = errno
-                    close(fd)
-                    return self._os_error("could not fsync new write-ahead log file", rc, True)
-                if fsync(self._dirfd) != 0:
-                    rc = errno
-                    close(fd)
-                    return self._os_error("could not fsync directory", rc, False)
+            # The new name must survive a crash before any byte in it is
+            # reported flushed, but not sooner: its directory is fsynced at
+            # the file's first sync (_sync_segment), or after the rename
+            # that completes it.  Nothing in the file is reported before
+            # then, and a crash before then leaves no file or an empty or
+            # zero-filled one, which a restart handles (a new segment, or a
+            # page scan that trusts nothing).  fdatasync covers the size
+            # and extents posix_fallocate set.  This saves two of
+            # pg_receivewal's four syncs per segment.
+            self._name_unsynced = self._sync
         elif <uint64_t>st.st_size == self._segsize:
             # A previous run may have died before syncing what it wrote.
             if self._sync and fsync(fd) != 0:
@@ -254,18 +255,40 @@ cdef class SegmentWriter:
         self._fd = fd
         self._segno = segno
         self._dirty = False
+        self._writeback_from = off
         return 0
 
-    cdef int _sync_segment(self) noexcept nogil:
-        """Make everything written to the open segment durable."""
+    cdef int _sync_segment(self, bint name_too=True) noexcept nogil:
+        """Make everything written to the open segment durable, and its name
+        when *name_too* (a completion renames and syncs the directory after,
+        which covers the name)."""
         if not self._dirty:
             return 0
         if self._sync:
             if fdatasync(self._fd) != 0:
                 return self._os_error("could not fdatasync write-ahead log file", errno, True)
             self._syncs += 1
+            if name_too and self._name_unsynced:
+                if fsync(self._dirfd) != 0:
+                    return self._os_error("could not fsync directory", errno, False)
+                self._name_unsynced = False
         self._dirty = False
         return 0
+
+    cdef inline void _write_behind(self, uint64_t off) noexcept nogil:
+        """Start writeback of what was written up to segment offset *off*
+        once WRITE_BEHIND bytes are waiting, without waiting for it
+        (sync_file_range WRITE, as PostgreSQL's wal_writer_flush_after):
+        the disk works while we receive, and the fdatasync that makes the
+        segment durable has little left to do.  Durability still comes only
+        from fdatasync; errors surface there.  With --no-sync too: dirty
+        pages then never pile up to the point where the kernel throttles
+        this writer (balance_dirty_pages), which cost more CPU than it
+        saved."""
+        if off - self._writeback_from >= WRITE_BEHIND:
+            sync_file_range(self._fd, <off_t>self._writeback_from,
+                            <off_t>(off - self._writeback_from), SYNC_FILE_RANGE_WRITE)
+            self._writeback_from = off
 
     cdef int _close_segment(self) noexcept nogil:
         cdef int rc = 0
@@ -280,7 +303,7 @@ cdef class SegmentWriter:
         """The open segment is full: sync, close, rename to its final name,
         sync the directory; then its end is flushed."""
         cdef char final[48]
-        if self._sync_segment() < 0:
+        if self._sync_segment(False) < 0:
             return -1
         if self._close_segment() < 0:
             return -1
@@ -444,6 +467,7 @@ cdef class SegmentWriter:
             if ok:
                 self._dirty = True
                 self._write_lsn += ok
+                self._write_behind(off + ok)
             if ok < chunk:
                 return -1           # _check_pages set the page error
             p += chunk
