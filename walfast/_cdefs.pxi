@@ -7,7 +7,8 @@
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, strlen
 from libc.stdio cimport snprintf
-from libc.errno cimport EINTR, ENOENT, ENOSPC, errno
+from libc.errno cimport EINTR, ENOENT, ENOMEM, ENOSPC, errno
+from libc.stdlib cimport calloc, free
 from posix.types cimport off_t
 
 cdef extern from "<fcntl.h>" nogil:

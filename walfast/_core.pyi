@@ -23,6 +23,7 @@ class SegmentWriter:
         file_mode: int = 0o600,
         sink: ChunkQueue | None = None,
         sink_suffix: str = "",
+        zero_fill: bool = False,
     ) -> None: ...
     @property
     def sink(self) -> ChunkQueue | None: ...

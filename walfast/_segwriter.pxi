@@ -57,7 +57,7 @@ cdef class SegmentWriter:
 
     SegmentWriter(directory, *, timeline, start_lsn, segment_size,
                   system_identifier=0, page_magic=0, page_size=8192, sync=True,
-                  file_mode=0o600)
+                  file_mode=0o600, sink=None, sink_suffix="", zero_fill=False)
 
     The first byte written must be at *start_lsn*, and every later write must
     continue exactly where the previous one ended (else :class:`WalGapError`).
@@ -73,7 +73,9 @@ cdef class SegmentWriter:
     page on is ever reported flushed.
 
     With ``sync=False`` (``--no-sync``) no fsync or fdatasync is made and
-    :meth:`flush` only advances :attr:`flush_lsn`.
+    :meth:`flush` only advances :attr:`flush_lsn`.  With ``zero_fill`` (for
+    ``--synchronous``) a new segment file is overwritten with zeros and
+    synced before WAL lands in it (see ``_write_zeros``).
     """
 
     cdef readonly object directory
@@ -94,6 +96,7 @@ cdef class SegmentWriter:
     cdef char _fname[48]
     cdef bint _dirty              # written since its last fdatasync
     cdef bint _name_unsynced      # created, its directory entry not yet fsynced
+    cdef bint _zero_fill          # write zeros into new files (see _open_segment)
     cdef uint64_t _writeback_from # segment offset up to which writeback was started
 
     cdef uint64_t _write_lsn
@@ -125,7 +128,7 @@ cdef class SegmentWriter:
 
     def __init__(self, directory, *, timeline, start_lsn, segment_size,
                  system_identifier=0, page_magic=0, page_size=8192, sync=True,
-                 file_mode=0o600, sink=None, sink_suffix=""):
+                 file_mode=0o600, sink=None, sink_suffix="", zero_fill=False):
         cdef uint64_t segsize = segment_size
         if segsize < MIN_SEGMENT_SIZE or segsize > MAX_SEGMENT_SIZE or segsize & (segsize - 1):
             raise ValueError(
@@ -148,6 +151,7 @@ cdef class SegmentWriter:
         self._magic = page_magic
         self._sync = sync
         self._mode = file_mode
+        self._zero_fill = zero_fill and sync
         self._write_lsn = start_lsn
         self._flush_lsn = start_lsn
         # Pages are checked from the first page boundary at or after the
@@ -229,6 +233,10 @@ cdef class SegmentWriter:
                 ftruncate(fd, 0)
                 close(fd)
                 return self._os_error("could not preallocate write-ahead log file", rc, True)
+            if self._zero_fill and self._write_zeros(fd) < 0:
+                ftruncate(fd, 0)
+                close(fd)
+                return -1
             # The new name must survive a crash before any byte in it is
             # reported flushed, but not sooner: its directory is fsynced at
             # the file's first sync (_sync_segment), or after the rename
@@ -256,6 +264,34 @@ cdef class SegmentWriter:
         self._segno = segno
         self._dirty = False
         self._writeback_from = off
+        return 0
+
+    cdef int _write_zeros(self, int fd) noexcept nogil:
+        """Overwrite a new, preallocated file with zeros and sync it.
+
+        For --synchronous: every fdatasync into blocks that posix_fallocate
+        left "unwritten" also commits the file system journal (the extents
+        change to written), a second I/O on the commit path of a
+        synchronous primary.  Zeroed blocks make each later fdatasync a data
+        write only, as for PostgreSQL's own zero-filled WAL files.
+        """
+        cdef unsigned char *zeros = <unsigned char *>calloc(1, WRITE_BEHIND)
+        cdef uint64_t off = 0
+        cdef ssize_t w
+        if zeros == NULL:
+            return self._os_error("could not allocate memory to zero-fill", ENOMEM, True)
+        while off < self._segsize:
+            w = pwrite(fd, zeros, WRITE_BEHIND, <off_t>off)
+            if w < 0 and errno == EINTR:
+                continue
+            if w <= 0:
+                free(zeros)
+                return self._os_error("could not zero-fill write-ahead log file",
+                                      errno if w < 0 else ENOSPC, True)
+            off += <uint64_t>w
+        free(zeros)
+        if fdatasync(fd) != 0:
+            return self._os_error("could not fdatasync write-ahead log file", errno, True)
         return 0
 
     cdef int _sync_segment(self, bint name_too=True) noexcept nogil:

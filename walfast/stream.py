@@ -232,6 +232,7 @@ def _stream_timeline(
         directory, timeline=timeline, start_lsn=start, segment_size=segment_size,
         system_identifier=info.systemid, page_size=page_size, sync=options.sync,
         file_mode=file_mode, sink=sink, sink_suffix=spec.suffix if spec is not None else "",
+        zero_fill=options.synchronous,
     )
     worker = None
     if spec is not None and sink is not None:
