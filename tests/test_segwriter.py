@@ -362,3 +362,25 @@ def test_zero_fill_new_segments(tmp_path, zero_fill):
         assert unwritten == 0
     elif unwritten == 0:
         pytest.skip("this file system does not mark preallocated extents unwritten")
+
+
+def _write_bytes() -> int:
+    with open("/proc/self/io") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("write_bytes"))
+
+
+def test_zero_fill_does_not_multiply_the_bytes_written(tmp_path):
+    """Small writes each followed by a flush (the --synchronous pattern)
+    into a zero-filled segment send each byte to the disk about once more
+    than the zeros: the zeros must not leave the file in large page-cache
+    folios that every small flush writes back whole (measured: 32 times the
+    data with 1 MiB zero writes)."""
+    wal = make_wal(0, 2 * MB, segment_size=MB)
+    before = _write_bytes()
+    with writer(tmp_path, zero_fill=True) as w:
+        for pos in range(0, len(wal), 4 * P):
+            w.write(pos, wal[pos:pos + 4 * P])
+            w.flush()
+    written = _write_bytes() - before
+    # zeros (2 MiB) + WAL (2 MiB) + the rewritten partial pages of flushes
+    assert 2 * len(wal) <= written < 3 * len(wal), written

@@ -5,10 +5,9 @@
 # to be ours (little-endian on every platform PostgreSQL ships binaries for).
 
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memcpy, strlen
+from libc.string cimport memcpy, memset, strlen
 from libc.stdio cimport snprintf
-from libc.errno cimport EINTR, ENOENT, ENOMEM, ENOSPC, errno
-from libc.stdlib cimport calloc, free
+from libc.errno cimport EINTR, ENOENT, ENOSPC, errno
 from posix.types cimport off_t
 
 cdef extern from "<fcntl.h>" nogil:
@@ -117,3 +116,5 @@ cdef enum:
 # writes, small enough that the final fdatasync of a segment waits little.
 cdef enum:
     WRITE_BEHIND = 1048576
+    # Zero-filling writes (SegmentWriter._write_zeros): one page each.
+    ZERO_FILL_CHUNK = 4096
