@@ -116,5 +116,6 @@ cdef enum:
 # writes, small enough that the final fdatasync of a segment waits little.
 cdef enum:
     WRITE_BEHIND = 1048576
-    # Zero-filling writes (SegmentWriter._write_zeros): one page each.
-    ZERO_FILL_CHUNK = 4096
+    # Zero-filling writes (SegmentWriter._write_zeros): small, as
+    # pg_receivewal's XLOG_BLCKSZ writes (see _write_zeros for why).
+    ZERO_FILL_CHUNK = 8192

@@ -259,6 +259,14 @@ cdef class CopyStream:
             return EV_CONN_ERROR
         return 0
 
+    cdef bint _socket_readable(self) noexcept nogil:
+        """Whether the socket has bytes to read now (poll, no wait)."""
+        cdef pollfd pfd
+        pfd.fd = self._sock
+        pfd.events = POLLIN
+        pfd.revents = 0
+        return poll(&pfd, 1, 0) > 0 and pfd.revents & (POLLIN | POLLERR | POLLHUP) != 0
+
     cdef int _run(self, int64_t max_us) noexcept nogil:
         """The loop.  Returns a StreamEvent, or -1 / -2 for a parser / writer
         error (raised by the caller)."""
@@ -276,9 +284,17 @@ cdef class CopyStream:
             pfd[1].events = POLLIN
             nfds = 2
         while True:
-            # Drain every message libpq already holds.
+            # Drain every message libpq holds or the socket already has, as
+            # receivelog.c's CopyStreamReceive(timeout 0) does: a batch ends
+            # only when nothing more can be read without waiting.  (Ending
+            # it when libpq's buffer runs dry made --synchronous sync after
+            # every socket read: more fdatasyncs than pg_receivewal.)
             while True:
                 n = _pq.get_copy_data(self._conn, &buf, 1)
+                while n == 0 and pg_now() < deadline and self._socket_readable():
+                    if _pq.consume_input(self._conn) == 0:
+                        return EV_CONN_ERROR
+                    n = _pq.get_copy_data(self._conn, &buf, 1)
                 if n <= 0:
                     break
                 fed = self.parser._feed_payload(<const unsigned char *>buf, n)
