@@ -171,12 +171,7 @@ def _completed_file_ok(
         with open(path, "rb") as f:
             f.seek(-4, os.SEEK_END)
             isize = int.from_bytes(f.read(4), "little")
-        if isize != segment_size:
-            logger.warning(
-                'compressed segment file "%s" has incorrect uncompressed size %d, skipping',
-                name, isize)
-            return False
-        return True
+        return _uncompressed_size_ok(name, isize, segment_size)
 
     if compression == ".zst":
         # walfast's own: like ".lz4", decompress and count (a zstd frame
@@ -186,12 +181,7 @@ def _completed_file_ok(
         except (EOFError, ValueError) as exc:
             logger.warning('could not decompress file "%s": %s, skipping', name, exc)
             return False
-        if usize != segment_size:
-            logger.warning(
-                'compressed segment file "%s" has incorrect uncompressed size %d, skipping',
-                name, usize)
-            return False
-        return True
+        return _uncompressed_size_ok(name, usize, segment_size)
 
     # ".lz4": the frame format need not record the content size (and files
     # compressed by another tool may not), so decompress and count, stopping
@@ -208,6 +198,11 @@ def _completed_file_ok(
     except (RuntimeError, EOFError, ValueError) as exc:  # lz4's decoding errors
         logger.warning('could not decompress file "%s": %s, skipping', name, exc)
         return False
+    return _uncompressed_size_ok(name, usize, segment_size)
+
+
+def _uncompressed_size_ok(name: str, usize: int, segment_size: int) -> bool:
+    """pg_receivewal's check of a completed compressed segment's size."""
     if usize != segment_size:
         logger.warning(
             'compressed segment file "%s" has incorrect uncompressed size %d, skipping',
