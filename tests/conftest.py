@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
 
 # Make the helpers in tests/ (wal_synth, refimpl) importable however pytest
@@ -108,6 +109,22 @@ def standby_factory(pg_bindir):
     yield make
     for standby in made:
         standby.cleanup()  # never raises
+
+
+@pytest.fixture
+def sync_standby_reset():
+    """Reset synchronous_standby_names on the clusters given, at teardown
+    (once it is set, every commit waits for the standby)."""
+    clusters = []
+    yield clusters.append
+    for c in clusters:
+        if c.running:
+            try:
+                with c.connect() as conn:
+                    conn.execute("ALTER SYSTEM RESET synchronous_standby_names")
+                    conn.execute("SELECT pg_reload_conf()")
+            except psycopg.Error:
+                pass
 
 
 @pytest.fixture

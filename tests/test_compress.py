@@ -24,7 +24,6 @@ import zlib
 from pathlib import Path
 
 import lz4.frame
-import psycopg
 import pytest
 import zstandard
 
@@ -528,11 +527,12 @@ def test_zstd_against_pg_wal_and_resume(pg_cluster_factory, tmp_path):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_synchronous_flush_position_covers_compressed_bytes(pg_cluster_factory, tmp_path,
-                                                            method):
+                                                            method, sync_standby_reset):
     """--synchronous with compression, walfast as the synchronous standby:
     each commit returns only once walfast reported it flushed, and by then
     the .partial decodes to (at least) that position."""
     cluster = pg_cluster_factory(wal_segsize_mb=1, autovacuum=False)
+    sync_standby_reset(cluster)
     seg = cluster.wal_segment_size
     cluster.execute("CREATE TABLE sync_t (id int, pad text)")
     stop = threading.Event()
@@ -580,12 +580,6 @@ def test_synchronous_flush_position_covers_compressed_bytes(pg_cluster_factory, 
                     f"{format_lsn(covered)}")
                 assert got == (cluster.pg_wal / name[:24]).read_bytes()[:len(got)]
     finally:
-        try:
-            with cluster.connect() as conn:
-                conn.execute("ALTER SYSTEM RESET synchronous_standby_names")
-                conn.execute("SELECT pg_reload_conf()")
-        except psycopg.Error:
-            pass
         stop.set()
         t.join(30)
     assert result and result[0] is ReceiveOutcome.STOPPED, result

@@ -12,15 +12,12 @@ unless the segment size is the point); the slowest are marked ``slow``.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from receivers import (
@@ -38,6 +35,7 @@ from receivers import (
     wait_until,
     wal_files,
 )
+from walfast.cluster import make_tls_files
 from walfast.lsn import format_lsn, parse_lsn
 
 MiB = 1 << 20
@@ -152,20 +150,8 @@ def tls_files():
     user may not be able to traverse)."""
     if shutil.which("openssl") is None:
         pytest.skip("no openssl command")
-    d = Path(tempfile.mkdtemp(prefix="walfast-tls-"))
+    d, crt, key = make_tls_files()
     try:
-        crt, key = d / "server.crt", d / "server.key"
-        subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-             "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(crt)],
-            check=True, capture_output=True, timeout=60)
-        key.chmod(0o600)
-        if os.geteuid() == 0:
-            import pwd
-            pw = pwd.getpwnam("postgres")
-            for p in (d, crt, key):
-                os.chown(p, pw.pw_uid, pw.pw_gid)
-        d.chmod(0o700)
         yield crt, key
     finally:
         shutil.rmtree(d, ignore_errors=True)
@@ -411,21 +397,6 @@ def test_walsender_terminated_no_loop(pg_cluster, bindir, procs, tmp_path):
 # --------------------------------------------------------------------------- #
 # 6: --synchronous as a synchronous standby
 # --------------------------------------------------------------------------- #
-
-@pytest.fixture
-def sync_standby_reset():
-    """Reset synchronous_standby_names on the clusters given, at teardown."""
-    clusters = []
-    yield clusters.append
-    for c in clusters:
-        if c.running:
-            try:
-                with c.connect() as conn:
-                    conn.execute("ALTER SYSTEM RESET synchronous_standby_names")
-                    conn.execute("SELECT pg_reload_conf()")
-            except psycopg.Error:
-                pass
-
 
 def test_synchronous_standby(pg_cluster_factory, procs, tmp_path, sync_standby_reset):
     cluster = pg_cluster_factory(wal_segsize_mb=1, autovacuum=False)

@@ -46,7 +46,7 @@ from typing import Any, Mapping
 
 from walfast.lsn import parse_lsn, parse_segment_file_name, segment_file_name
 
-__all__ = ["Cluster", "find_bindir", "free_port"]
+__all__ = ["Cluster", "find_bindir", "free_port", "make_tls_files"]
 
 #: Tools that must be present for a directory to count as a server bindir.
 _REQUIRED_TOOLS = ("initdb", "pg_ctl")
@@ -136,6 +136,31 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def make_tls_files(prefix: str = "walfast-tls-") -> tuple[Path, Path, Path]:
+    """A self-signed server certificate and key (openssl CLI) in a fresh
+    temporary directory only the server's user can read (``postgres`` when
+    we are root, as the clusters run); returns ``(directory, crt, key)``.
+    Use them with the settings ``ssl``, ``ssl_cert_file`` and
+    ``ssl_key_file``; the caller removes the directory."""
+    d = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        crt, key = d / "server.crt", d / "server.key"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+             "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(crt)],
+            check=True, capture_output=True, timeout=120)
+        key.chmod(0o600)
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam("postgres")
+            for p in (d, crt, key):
+                os.chown(p, pw.pw_uid, pw.pw_gid)
+        d.chmod(0o700)
+    except BaseException:
+        shutil.rmtree(d, ignore_errors=True)
+        raise
+    return d, crt, key
 
 
 def _conf_value(value: Any) -> str:

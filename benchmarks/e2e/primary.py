@@ -14,11 +14,7 @@ segments, byte for byte the ones in ``pg_wal``.
 from __future__ import annotations
 
 import gzip
-import os
-import pwd
 import shutil
-import subprocess
-import tempfile
 import time
 import zlib
 from dataclasses import dataclass
@@ -29,7 +25,7 @@ import lz4.frame  # type: ignore[import-untyped]
 import zstandard
 
 from walfast import segments
-from walfast.cluster import Cluster
+from walfast.cluster import Cluster, make_tls_files
 from walfast.lsn import format_lsn, parse_lsn, segment_file_name
 
 #: walfast's own files in its output directory (not WAL: not checked).
@@ -65,24 +61,6 @@ class WalRange:
                     segments=self.nbytes // self.segment_size)
 
 
-def make_tls_files() -> tuple[Path, Path, Path]:
-    """A self-signed certificate and key (openssl CLI) in a fresh directory
-    the server's user can read; returns (directory, crt, key)."""
-    d = Path(tempfile.mkdtemp(prefix="walfast-e2e-tls-"))
-    crt, key = d / "server.crt", d / "server.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-         "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(crt)],
-        check=True, capture_output=True, timeout=120)
-    key.chmod(0o600)
-    if os.geteuid() == 0:  # the server runs as postgres (walfast.cluster)
-        pw = pwd.getpwnam("postgres")
-        for p in (d, crt, key):
-            os.chown(p, pw.pw_uid, pw.pw_gid)
-    d.chmod(0o700)
-    return d, crt, key
-
-
 def primary_settings(size: int, crt: Path, key: Path) -> dict[str, Any]:
     """postgresql.conf for the benchmark primary (on top of walfast.cluster's)."""
     max_wal_mb = max(4096, 3 * size // 2**20 + 1024)
@@ -106,7 +84,7 @@ class Primary:
 
     def __init__(self, bindir: Path, size: int, wal_segsize_mb: int) -> None:
         self.bindir = bindir
-        self.tls_dir, crt, key = make_tls_files()
+        self.tls_dir, crt, key = make_tls_files(prefix="walfast-e2e-tls-")
         self.cluster = Cluster(bindir, wal_segsize_mb=wal_segsize_mb,
                                settings=primary_settings(size, crt, key))
         try:
