@@ -384,3 +384,41 @@ def test_zero_fill_does_not_multiply_the_bytes_written(tmp_path):
     written = _write_bytes() - before
     # zeros (2 MiB) + WAL (2 MiB) + the rewritten partial pages of flushes
     assert 2 * len(wal) <= written < 3 * len(wal), written
+
+
+def _resident_bytes(path) -> int:
+    """Bytes of *path* in the page cache (mincore over a private mapping)."""
+    import ctypes
+    import mmap
+    size = os.path.getsize(path)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+    page = mmap.PAGESIZE
+    vec = ctypes.create_string_buffer((size + page - 1) // page)
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), size, flags=mmap.MAP_PRIVATE,
+                                         prot=mmap.PROT_READ | mmap.PROT_WRITE) as mm:
+        addr = ctypes.addressof(ctypes.c_char.from_buffer(mm))
+        if libc.mincore(ctypes.c_void_p(addr), size, vec) != 0:
+            raise OSError(ctypes.get_errno(), "mincore")
+        resident = sum(b & 1 for b in vec.raw)
+        del addr
+    return resident * page
+
+
+def test_completed_segments_leave_the_page_cache(tmp_path):
+    """A completed (synced) segment's pages are released from the page cache
+    (as PostgreSQL does with its own WAL): nothing reads them back, and
+    reusing released pages is what makes writing cheap (see _release).
+    The open segment keeps the pages still being written."""
+    seg = 4 * MB
+    wal = make_wal(0, seg + seg // 2, segment_size=seg)
+    with writer(tmp_path, segment_size=seg) as w:
+        for pos in range(0, len(wal), 128 * 1024):
+            w.write(pos, wal[pos:pos + 128 * 1024])
+        done = tmp_path / "000000010000000000000000"
+        assert done.exists()
+        assert _resident_bytes(done) == 0
+        # the open segment's last written page is still cached
+        assert _resident_bytes(w.current_file) > 0
+    assert read(tmp_path, "000000010000000000000000") == wal[:seg]
+    assert read(tmp_path, "000000010000000000000001.partial")[:seg // 2] == wal[seg:]

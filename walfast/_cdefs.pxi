@@ -14,8 +14,10 @@ cdef extern from "<fcntl.h>" nogil:
     int openat(int dirfd, const char *pathname, int flags, ...)
     int posix_fallocate(int fd, off_t offset, off_t len)
     int sync_file_range(int fd, off_t offset, off_t nbytes, unsigned int flags)
+    int posix_fadvise(int fd, off_t offset, off_t len, int advice)
     enum:
         SYNC_FILE_RANGE_WRITE
+        POSIX_FADV_DONTNEED
     enum:
         O_RDWR
         O_CREAT
