@@ -63,3 +63,58 @@ def test_e2e_harness_on_a_tiny_range(pg_bindir: Path, tmp_path: Path) -> None:
     summary = {(s["mode"], s["receiver"]): s for s in doc["summary"]}
     assert summary[("durable", "walfast")]["ratio_per_round"]
     assert results.with_suffix(".md").read_text().count("| unix |") == 5
+
+
+def test_discard_ack_is_a_synchronous_standby(pg_cluster, sync_standby_reset) -> None:
+    """The synchronous-standby benchmark's ceiling (``discard --ack``) really
+    is a synchronous standby: commits that wait for it complete, and it
+    stops cleanly on SIGINT."""
+    import signal
+    import time
+
+    conninfo = pg_cluster.conninfo(via="unix", application_name="ack_test")
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.e2e.discard", "--ack", conninfo],
+                            cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not pg_cluster.execute(
+                "SELECT 1 FROM pg_stat_replication WHERE application_name = 'ack_test' "
+                "AND state = 'streaming'"):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        sync_standby_reset(pg_cluster)
+        pg_cluster.execute("ALTER SYSTEM SET synchronous_standby_names = 'ack_test'")
+        pg_cluster.execute("SELECT pg_reload_conf()")
+        while pg_cluster.execute("SELECT sync_state FROM pg_stat_replication "
+                                 "WHERE application_name = 'ack_test'")[0][0] != "sync":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        # Each commit waits for the ack of its flush (statement_timeout does
+        # not cover that wait): without acks the thread would still be
+        # waiting when the join gives up; resetting the setting below then
+        # releases it.
+        import threading
+
+        import psycopg
+
+        def commits() -> None:
+            with psycopg.connect(pg_cluster.conninfo(via="unix"), autocommit=True) as conn:
+                conn.execute("CREATE TABLE ack_t (i int)")
+                for i in range(20):
+                    conn.execute("INSERT INTO ack_t VALUES (%s)", (i,))
+
+        worker = threading.Thread(target=commits, daemon=True)
+        worker.start()
+        worker.join(20)
+        assert not worker.is_alive(), "commits waiting for a synchronous standby never returned"
+        (flush_ok,), = pg_cluster.execute(
+            "SELECT flush_lsn >= pg_current_wal_flush_lsn() FROM pg_stat_replication "
+            "WHERE application_name = 'ack_test'")
+        assert flush_ok
+    finally:
+        pg_cluster.execute("ALTER SYSTEM RESET synchronous_standby_names")
+        pg_cluster.execute("SELECT pg_reload_conf()")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "received up to" in err

@@ -429,6 +429,10 @@ class CompressWorker:
             self._write_all(out)
         self._datasync()
         fd, self._fd = self._fd, -1
+        if self.sync:
+            # Synced, never read back: release its pages for reuse, as the
+            # plain writer does (SegmentWriter._release).
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         with self._io("could not close compressed write-ahead log file", self._path):
             os.close(fd)
         self._enc = None

@@ -8,10 +8,18 @@ It answers keepalives that ask for a reply and sends a status update at
 least every 10 s (write = flush = received position), so the walsender never
 times out.  Past ``END`` it sends CopyDone, drains the stream and exits 0,
 after printing ``received up to X/X`` on stderr.  It writes nothing.
+
+``python -m benchmarks.e2e.discard --ack CONNINFO`` is the synchronous
+standby's ceiling: no slot, it starts at the server's current position and,
+after each batch of messages (everything the socket holds), reports that
+position as written and flushed at once, until SIGINT or SIGTERM.  It
+acknowledges without writing anything: what no durable receiver can beat.
 """
 
 from __future__ import annotations
 
+import select
+import signal
 import struct
 import sys
 import time
@@ -29,7 +37,65 @@ def status_update(pos: int) -> bytes:
     return struct.pack("!cQQQqB", b"r", pos, pos, pos, now, 0)
 
 
+def ack(conninfo: str) -> int:
+    """The --ack loop (see the module docstring)."""
+    stop = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    conn = psycopg.connect(conninfo, replication="true", autocommit=True,
+                           fallback_application_name="discard")
+    row = conn.execute("IDENTIFY_SYSTEM").fetchone()
+    assert row is not None
+    xlogpos = row[2].decode() if isinstance(row[2], bytes) else str(row[2])
+    timeline, pos = int(row[1]), parse_lsn(xlogpos)
+    pg = conn.pgconn
+    pg.send_query(f"START_REPLICATION PHYSICAL {format_lsn(pos)} TIMELINE {timeline}".encode())
+    res = pg.get_result()
+    if res is None or pq.ExecStatus(res.status) != pq.ExecStatus.COPY_BOTH:
+        msg = res.error_message.decode(errors="replace").strip() if res is not None else ""
+        print(f"discard: error: START_REPLICATION failed: {msg}", file=sys.stderr)
+        return 1
+    print(f"discard: starting log streaming at {format_lsn(pos)} (timeline {timeline})",
+          file=sys.stderr, flush=True)
+    pg.put_copy_data(status_update(pos))
+    pg.flush()
+    while not stop:
+        try:
+            readable, _, _ = select.select([pg.socket], [], [], 1.0)
+        except InterruptedError:
+            continue
+        if not readable:
+            continue
+        pg.consume_input()
+        got = False
+        while True:
+            n, data = pg.get_copy_data(1)
+            if n == 0:
+                break
+            if n < 0:
+                err = pg.error_message.decode(errors="replace").strip()
+                print(f"discard: error: stream ended at {format_lsn(pos)}: {err}",
+                      file=sys.stderr)
+                return 1
+            got = True
+            if data[0] == 0x77:
+                pos = max(pos, int.from_bytes(data[1:9], "big") + n - 25)
+        if got:
+            pg.put_copy_data(status_update(pos))
+            pg.flush()
+    conn.close()
+    print(f"discard: received up to {format_lsn(pos)}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--ack"]:
+        return ack(argv[1])
     conninfo, slot, start, end = argv[0], argv[1], parse_lsn(argv[2]), parse_lsn(argv[3])
     if not slot.replace("_", "").isalnum():
         print(f"discard: error: bad slot name {slot!r}", file=sys.stderr)

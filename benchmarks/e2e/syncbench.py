@@ -7,8 +7,10 @@ caught up, ``synchronous_standby_names = 'bench_sync'`` is set (ALTER SYSTEM +
 reload) and pgbench runs (tpcb-like, the default script; ``-n``: no vacuum
 between runs) with ``synchronous_commit = on``, so every commit waits for the
 receiver's flush report.  "none" runs the same pgbench with no standby at all
-(commits wait for the primary's own WAL flush only).  The setting is reset
-before the receiver is stopped.
+(commits wait for the primary's own WAL flush only); "discard" is the
+discard receiver's ``--ack`` mode, which acknowledges every batch as flushed
+without writing it (the ceiling for any receiver that does write).  The
+setting is reset before the receiver is stopped.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +28,7 @@ from benchmarks.e2e.primary import Primary
 from benchmarks.e2e.receivers import REPO_ROOT, clean_env, receiver_argv
 
 APP = "bench_sync"
-STANDBYS = ("none", "walfast", "pg_receivewal")
+STANDBYS = ("none", "walfast", "pg_receivewal", "discard")
 
 _TPS_RE = re.compile(r"^tps = ([0-9.]+) \(without initial connection time\)", re.M)
 _LAT_RE = re.compile(r"^latency average = ([0-9.]+) ms", re.M)
@@ -85,9 +88,11 @@ def run_one(primary: Primary, standby: str, transport: str, seconds: int, client
     try:
         if standby != "none":
             outdir.mkdir()
-            argv = receiver_argv(standby, primary.bindir,
-                                 primary.conninfo(transport, application_name=APP), outdir,
-                                 ["--synchronous"])
+            conninfo = primary.conninfo(transport, application_name=APP)
+            if standby == "discard":
+                argv = [sys.executable, "-m", "benchmarks.e2e.discard", "--ack", conninfo]
+            else:
+                argv = receiver_argv(standby, primary.bindir, conninfo, outdir, ["--synchronous"])
             result["argv"] = argv
             with open(log, "wb") as err:
                 proc = subprocess.Popen(argv, stdout=err, stderr=err, stdin=subprocess.DEVNULL,
