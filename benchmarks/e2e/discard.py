@@ -23,6 +23,7 @@ import signal
 import struct
 import sys
 import time
+from typing import Any
 
 import psycopg
 from psycopg import pq
@@ -37,6 +38,35 @@ def status_update(pos: int) -> bytes:
     return struct.pack("!cQQQqB", b"r", pos, pos, pos, now, 0)
 
 
+def start_streaming(conninfo: str, slot: str | None,
+                    start: int | None) -> tuple[psycopg.Connection[Any], int] | None:
+    """Connect, START_REPLICATION (from *start*, or the server's current
+    position when None) and send the first status update.  Returns the
+    connection (in COPY_BOTH) and the start, or None after printing the
+    error."""
+    conn = psycopg.connect(conninfo, replication="true", autocommit=True,
+                           fallback_application_name="discard")
+    row = conn.execute("IDENTIFY_SYSTEM").fetchone()
+    assert row is not None
+    timeline = int(row[1])
+    if start is None:
+        start = parse_lsn(row[2].decode() if isinstance(row[2], bytes) else str(row[2]))
+    pg = conn.pgconn
+    slot_clause = f"SLOT {slot} " if slot else ""
+    pg.send_query(f"START_REPLICATION {slot_clause}PHYSICAL {format_lsn(start)} "
+                  f"TIMELINE {timeline}".encode())
+    res = pg.get_result()
+    if res is None or pq.ExecStatus(res.status) != pq.ExecStatus.COPY_BOTH:
+        msg = res.error_message.decode(errors="replace").strip() if res is not None else ""
+        print(f"discard: error: START_REPLICATION failed: {msg}", file=sys.stderr)
+        return None
+    print(f"discard: starting log streaming at {format_lsn(start)} (timeline {timeline})",
+          file=sys.stderr, flush=True)
+    pg.put_copy_data(status_update(start))
+    pg.flush()
+    return conn, start
+
+
 def ack(conninfo: str) -> int:
     """The --ack loop (see the module docstring)."""
     stop = False
@@ -47,23 +77,11 @@ def ack(conninfo: str) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    conn = psycopg.connect(conninfo, replication="true", autocommit=True,
-                           fallback_application_name="discard")
-    row = conn.execute("IDENTIFY_SYSTEM").fetchone()
-    assert row is not None
-    xlogpos = row[2].decode() if isinstance(row[2], bytes) else str(row[2])
-    timeline, pos = int(row[1]), parse_lsn(xlogpos)
-    pg = conn.pgconn
-    pg.send_query(f"START_REPLICATION PHYSICAL {format_lsn(pos)} TIMELINE {timeline}".encode())
-    res = pg.get_result()
-    if res is None or pq.ExecStatus(res.status) != pq.ExecStatus.COPY_BOTH:
-        msg = res.error_message.decode(errors="replace").strip() if res is not None else ""
-        print(f"discard: error: START_REPLICATION failed: {msg}", file=sys.stderr)
+    started = start_streaming(conninfo, None, None)
+    if started is None:
         return 1
-    print(f"discard: starting log streaming at {format_lsn(pos)} (timeline {timeline})",
-          file=sys.stderr, flush=True)
-    pg.put_copy_data(status_update(pos))
-    pg.flush()
+    conn, pos = started
+    pg = conn.pgconn
     while not stop:
         try:
             readable, _, _ = select.select([pg.socket], [], [], 1.0)
@@ -100,24 +118,11 @@ def main(argv: list[str]) -> int:
     if not slot.replace("_", "").isalnum():
         print(f"discard: error: bad slot name {slot!r}", file=sys.stderr)
         return 1
-    conn = psycopg.connect(conninfo, replication="true", autocommit=True,
-                           fallback_application_name="discard")
-    row = conn.execute("IDENTIFY_SYSTEM").fetchone()
-    assert row is not None
-    timeline = int(row[1])
-    pg = conn.pgconn
-    pg.send_query(f"START_REPLICATION SLOT {slot} PHYSICAL {format_lsn(start)} "
-                  f"TIMELINE {timeline}".encode())
-    res = pg.get_result()
-    if res is None or pq.ExecStatus(res.status) != pq.ExecStatus.COPY_BOTH:
-        msg = res.error_message.decode(errors="replace").strip() if res is not None else ""
-        print(f"discard: error: START_REPLICATION failed: {msg}", file=sys.stderr)
+    started = start_streaming(conninfo, slot, start)
+    if started is None:
         return 1
-    print(f"discard: starting log streaming at {format_lsn(start)} (timeline {timeline})",
-          file=sys.stderr, flush=True)
-    pos = start
-    pg.put_copy_data(status_update(pos))
-    pg.flush()
+    conn, pos = started
+    pg = conn.pgconn
     next_status = time.monotonic() + 10
     while pos < end:
         n, data = pg.get_copy_data(0)
