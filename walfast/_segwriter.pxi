@@ -14,8 +14,9 @@
 #   write    pwrite at the segment offset, straight from the receive buffer.
 #   flush    fdatasync of the open segment (one call per batch; when to flush
 #            is the caller's policy).
-#   complete fdatasync, close, rename NAME.partial -> NAME, fsync the
-#            directory.  Only then is the segment's end counted as flushed.
+#   complete fdatasync, release its pages from the page cache (_release),
+#            close, rename NAME.partial -> NAME, fsync the directory.  Only
+#            then is the segment's end counted as flushed.
 #   close    the incomplete segment is synced and stays NAME.partial.
 #
 # Compressed output (sink=ChunkQueue): the checks, the boundary splitting and
@@ -330,10 +331,16 @@ cdef class SegmentWriter:
 
         The range whose writeback the previous step started (at least
         WRITE_BEHIND bytes ago, so usually on disk by now) is released from
-        the page cache (_release), as PostgreSQL does with its own WAL."""
+        the page cache (_release), as PostgreSQL does with its own WAL.
+        Not with zero_fill (--synchronous): the zeros took all the file's
+        pages at its creation, and releasing the completed file frees them
+        for the next one; a release call costs most when the CPUs are busy
+        (it may wait for every CPU to drain its page lists), which is when
+        a synchronous standby's commits wait on us."""
         if off - self._writeback_from >= WRITE_BEHIND:
-            self._release(self._release_from, self._writeback_from)
-            self._release_from = self._writeback_from
+            if not self._zero_fill:
+                self._release(self._release_from, self._writeback_from)
+                self._release_from = self._writeback_from
             sync_file_range(self._fd, <off_t>self._writeback_from,
                             <off_t>(off - self._writeback_from), SYNC_FILE_RANGE_WRITE)
             self._writeback_from = off
