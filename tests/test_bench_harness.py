@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
+import psycopg
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -65,13 +69,10 @@ def test_e2e_harness_on_a_tiny_range(pg_bindir: Path, tmp_path: Path) -> None:
     assert results.with_suffix(".md").read_text().count("| unix |") == 5
 
 
-def test_discard_ack_is_a_synchronous_standby(pg_cluster, sync_standby_reset) -> None:
+def test_discard_ack_is_a_synchronous_standby(pg_cluster) -> None:
     """The synchronous-standby benchmark's ceiling (``discard --ack``) really
     is a synchronous standby: commits that wait for it complete, and it
     stops cleanly on SIGINT."""
-    import signal
-    import time
-
     conninfo = pg_cluster.conninfo(via="unix", application_name="ack_test")
     proc = subprocess.Popen([sys.executable, "-m", "benchmarks.e2e.discard", "--ack", conninfo],
                             cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True)
@@ -82,7 +83,6 @@ def test_discard_ack_is_a_synchronous_standby(pg_cluster, sync_standby_reset) ->
                 "AND state = 'streaming'"):
             assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.05)
-        sync_standby_reset(pg_cluster)
         pg_cluster.execute("ALTER SYSTEM SET synchronous_standby_names = 'ack_test'")
         pg_cluster.execute("SELECT pg_reload_conf()")
         while pg_cluster.execute("SELECT sync_state FROM pg_stat_replication "
@@ -93,10 +93,6 @@ def test_discard_ack_is_a_synchronous_standby(pg_cluster, sync_standby_reset) ->
         # not cover that wait): without acks the thread would still be
         # waiting when the join gives up; resetting the setting below then
         # releases it.
-        import threading
-
-        import psycopg
-
         def commits() -> None:
             with psycopg.connect(pg_cluster.conninfo(via="unix"), autocommit=True) as conn:
                 conn.execute("CREATE TABLE ack_t (i int)")
@@ -112,6 +108,7 @@ def test_discard_ack_is_a_synchronous_standby(pg_cluster, sync_standby_reset) ->
             "WHERE application_name = 'ack_test'")
         assert flush_ok
     finally:
+        # before the standby goes, so that no commit is left waiting
         pg_cluster.execute("ALTER SYSTEM RESET synchronous_standby_names")
         pg_cluster.execute("SELECT pg_reload_conf()")
         proc.send_signal(signal.SIGINT)

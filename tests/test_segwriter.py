@@ -1,6 +1,8 @@
 """SegmentWriter: segment files, batched flushes, page checks, bad files."""
 
+import ctypes
 import errno
+import mmap
 import os
 import shutil
 import struct
@@ -388,8 +390,6 @@ def test_zero_fill_does_not_multiply_the_bytes_written(tmp_path):
 
 def _resident_bytes(path) -> int:
     """Bytes of *path* in the page cache (mincore over a private mapping)."""
-    import ctypes
-    import mmap
     size = os.path.getsize(path)
     libc = ctypes.CDLL(None, use_errno=True)
     libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
@@ -397,12 +397,12 @@ def _resident_bytes(path) -> int:
     vec = ctypes.create_string_buffer((size + page - 1) // page)
     with open(path, "rb") as f, mmap.mmap(f.fileno(), size, flags=mmap.MAP_PRIVATE,
                                          prot=mmap.PROT_READ | mmap.PROT_WRITE) as mm:
-        addr = ctypes.addressof(ctypes.c_char.from_buffer(mm))
-        if libc.mincore(ctypes.c_void_p(addr), size, vec) != 0:
-            raise OSError(ctypes.get_errno(), "mincore")
-        resident = sum(b & 1 for b in vec.raw)
-        del addr
-    return resident * page
+        start = ctypes.c_char.from_buffer(mm)   # an export: released before mm closes
+        rc = libc.mincore(ctypes.addressof(start), size, vec)
+        del start
+    if rc != 0:
+        raise OSError(ctypes.get_errno(), "mincore")
+    return sum(b & 1 for b in vec.raw) * page
 
 
 def test_completed_segments_leave_the_page_cache(tmp_path):

@@ -96,6 +96,11 @@ def discard_argv(conninfo: str, slot: str, rng: WalRange) -> list[str]:
             format_lsn(rng.start), format_lsn(rng.end)]
 
 
+def ack_argv(conninfo: str) -> list[str]:
+    """The discard receiver as an acknowledge-only synchronous standby."""
+    return [sys.executable, "-m", "benchmarks.e2e.discard", "--ack", conninfo]
+
+
 def proc_cpu_seconds(pid: int) -> float | None:
     """utime + stime of a live process, from /proc/<pid>/stat."""
     try:

@@ -19,13 +19,12 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from benchmarks.e2e.primary import Primary
-from benchmarks.e2e.receivers import REPO_ROOT, clean_env, receiver_argv
+from benchmarks.e2e.receivers import REPO_ROOT, ack_argv, clean_env, receiver_argv
 
 APP = "bench_sync"
 STANDBYS = ("none", "walfast", "pg_receivewal", "discard")
@@ -90,7 +89,7 @@ def run_one(primary: Primary, standby: str, transport: str, seconds: int, client
             outdir.mkdir()
             conninfo = primary.conninfo(transport, application_name=APP)
             if standby == "discard":
-                argv = [sys.executable, "-m", "benchmarks.e2e.discard", "--ack", conninfo]
+                argv = ack_argv(conninfo)
             else:
                 argv = receiver_argv(standby, primary.bindir, conninfo, outdir, ["--synchronous"])
             result["argv"] = argv
