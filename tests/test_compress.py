@@ -28,6 +28,7 @@ import pytest
 import zstandard
 
 from receivers import START_RE, clean_env, replication_rows, wait_until
+from pagecache import resident_bytes
 from wal_synth import cut_like_walsender, make_wal
 from walfast import SegmentWriter, _core, segments
 from walfast.compression import SUFFIXES, CompressionSpec
@@ -333,6 +334,42 @@ def test_no_sync_makes_no_fsync(tmp_path, monkeypatch):
     worker.join(10)
     assert calls == []
     assert w.flush_lsn == len(wal)
+
+
+@pytest.mark.parametrize("sync", [True, False], ids=["sync", "no-sync"])
+def test_compressed_files_are_written_behind_and_released(tmp_path, monkeypatch, sync):
+    """As the plain writer: the worker starts writeback every MiB it writes
+    and releases the range whose writeback the step before started, so a
+    segment's end does not wait for all of its bytes (the queue would fill
+    meanwhile); a completed file is released whole.  (make_wal is
+    incompressible: the files are as large as the WAL.)"""
+    seg = 8 * MB
+    calls = []
+    real_writeback, real_fadvise = _core.start_writeback, os.posix_fadvise
+    monkeypatch.setattr(_core, "start_writeback", lambda fd, off, n: (
+        calls.append(("writeback", off, n)), real_writeback(fd, off, n)))
+    monkeypatch.setattr(os, "posix_fadvise", lambda fd, off, n, advice: (
+        calls.append(("release", off, n)), real_fadvise(fd, off, n, advice)))
+    wal = make_wal(0, seg + 3 * MB, segment_size=seg)
+    w, _, worker = start_engine(tmp_path, "lz4", segment_size=seg, sync=sync)
+    feed(w, 0, wal)
+    w.flush()
+    done = tmp_path / (segment_file_name(1, 0, seg) + ".lz4")
+    if sync:  # synced, then released: deterministic
+        assert resident_bytes(done) == 0
+    w.close()
+    worker.join(10)
+    first = calls[:calls.index(("release", 0, 0))]       # the completed file's
+    steps = [c for c in first if c[0] == "writeback"]
+    assert len(steps) >= 7                               # ~8 MiB, one per MiB
+    assert steps[0][1] == 0 and all(n >= MB for _, _, n in steps)
+    for a, b in zip(steps, steps[1:]):
+        assert b[1] == a[1] + a[2]                       # contiguous
+    released = [c for c in first if c[0] == "release"]
+    assert released == [("release", a[1], a[2]) for a in steps[:-1]]
+    assert decompress(done.read_bytes(), "lz4") == wal[:seg]
+    partial = tmp_path / (segment_file_name(1, 1, seg) + ".lz4.partial")
+    assert decompress(partial.read_bytes(), "lz4") == wal[seg:]
 
 
 def test_compressed_writer_must_start_at_a_segment_boundary(tmp_path):

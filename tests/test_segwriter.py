@@ -1,8 +1,6 @@
 """SegmentWriter: segment files, batched flushes, page checks, bad files."""
 
-import ctypes
 import errno
-import mmap
 import os
 import shutil
 import struct
@@ -12,6 +10,7 @@ import textwrap
 
 import pytest
 
+from pagecache import resident_bytes
 from wal_synth import PG15_MAGIC, SYSID, make_wal
 from walfast import SegmentError, SegmentWriter, WalfastError, WalGapError, WalPageError
 
@@ -388,23 +387,6 @@ def test_zero_fill_does_not_multiply_the_bytes_written(tmp_path):
     assert 2 * len(wal) <= written < 3 * len(wal), written
 
 
-def _resident_bytes(path) -> int:
-    """Bytes of *path* in the page cache (mincore over a private mapping)."""
-    size = os.path.getsize(path)
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
-    page = mmap.PAGESIZE
-    vec = ctypes.create_string_buffer((size + page - 1) // page)
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), size, flags=mmap.MAP_PRIVATE,
-                                         prot=mmap.PROT_READ | mmap.PROT_WRITE) as mm:
-        start = ctypes.c_char.from_buffer(mm)   # an export: released before mm closes
-        rc = libc.mincore(ctypes.addressof(start), size, vec)
-        del start
-    if rc != 0:
-        raise OSError(ctypes.get_errno(), "mincore")
-    return sum(b & 1 for b in vec.raw) * page
-
-
 def test_completed_segments_leave_the_page_cache(tmp_path):
     """A completed (synced) segment's pages are released from the page cache
     (as PostgreSQL does with its own WAL): nothing reads them back, and
@@ -417,8 +399,8 @@ def test_completed_segments_leave_the_page_cache(tmp_path):
             w.write(pos, wal[pos:pos + 128 * 1024])
         done = tmp_path / "000000010000000000000000"
         assert done.exists()
-        assert _resident_bytes(done) == 0
+        assert resident_bytes(done) == 0
         # the open segment's last written page is still cached
-        assert _resident_bytes(w.current_file) > 0
+        assert resident_bytes(w.current_file) > 0
     assert read(tmp_path, "000000010000000000000000") == wal[:seg]
     assert read(tmp_path, "000000010000000000000001.partial")[:seg // 2] == wal[seg:]

@@ -68,3 +68,19 @@ def pg_time_now():
     """The current time in PostgreSQL's wire form: microseconds since
     2000-01-01 00:00:00 UTC."""
     return pg_now()
+
+
+def start_writeback(int fd, uint64_t offset, uint64_t nbytes):
+    """Start writeback of *nbytes* at *offset* of *fd* without waiting for
+    it (``sync_file_range(SYNC_FILE_RANGE_WRITE)``, which Python's os lacks),
+    as SegmentWriter does every WRITE_BEHIND bytes: the disk works while we
+    go on, and the fdatasync that makes the file durable has little left to
+    do.  Durability still comes only from fdatasync; errors surface there,
+    so this one's result is not checked."""
+    with nogil:
+        sync_file_range(fd, <off_t>offset, <off_t>nbytes, SYNC_FILE_RANGE_WRITE)
+
+
+#: Bytes written between two writeback starts (SegmentWriter and the
+#: compressing worker).
+WRITE_BEHIND_BYTES = WRITE_BEHIND

@@ -262,6 +262,9 @@ class CompressWorker:
         self._path = ""          # the file being written (.partial, or .partial.tmp)
         self._shadowed = 0       # bytes in an older .partial we must not shrink, 0 = none
         self._written = 0        # uncompressed bytes in the current file
+        self._file_size = 0      # compressed bytes in the current file
+        self._writeback_from = 0  # file offset up to which writeback was started
+        self._release_from = 0   # start of the range the last writeback step started
         self._enc: Encoder | None = None
         self._lsn = 0            # for error messages: the position being handled
 
@@ -346,6 +349,26 @@ class CompressWorker:
                 if n == 0:
                     raise OSError(28, "no progress")  # ENOSPC, as pg_receivewal assumes
                 view = view[n:]
+                self._file_size += n
+        self._write_behind()
+
+    def _write_behind(self) -> None:
+        """As SegmentWriter._write_behind: every WRITE_BEHIND_BYTES, start
+        the writeback of what was written since the last step, and release
+        from the page cache what the step before started (written once,
+        never read back).  Without it the whole compressed segment was
+        written out by the fdatasync at its end, in this thread: the queue
+        filled and the receive loop stopped reading while the CPUs idled
+        (iowait 11-18 % in an lz4 run)."""
+        if self._file_size - self._writeback_from >= _core.WRITE_BEHIND_BYTES:
+            if self._writeback_from > self._release_from:
+                os.posix_fadvise(self._fd, self._release_from,
+                                 self._writeback_from - self._release_from,
+                                 os.POSIX_FADV_DONTNEED)
+                self._release_from = self._writeback_from
+            _core.start_writeback(self._fd, self._writeback_from,
+                                  self._file_size - self._writeback_from)
+            self._writeback_from = self._file_size
 
     def _fsync_dir(self) -> None:
         if self.sync:
@@ -362,7 +385,7 @@ class CompressWorker:
         with self._io("could not create compressed write-ahead log file", self._path):
             self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
                                self.file_mode)
-        self._written = 0
+        self._written = self._file_size = self._writeback_from = self._release_from = 0
         self._enc = new_encoder(self.spec)
         head = self._enc.begin()
         if head:
@@ -429,10 +452,10 @@ class CompressWorker:
             self._write_all(out)
         self._datasync()
         fd, self._fd = self._fd, -1
-        if self.sync:
-            # Synced, never read back: release its pages for reuse, as the
-            # plain writer does (SegmentWriter._release).
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        # Never read back: release its pages for reuse, as the plain writer
+        # does (SegmentWriter._release); dirty ones (--no-sync) only get
+        # their writeback started.
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         with self._io("could not close compressed write-ahead log file", self._path):
             os.close(fd)
         self._enc = None
