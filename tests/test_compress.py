@@ -27,8 +27,8 @@ import lz4.frame
 import pytest
 import zstandard
 
-from receivers import START_RE, clean_env, replication_rows, wait_until
 from pagecache import resident_bytes
+from receivers import START_RE, clean_env, replication_rows, wait_until
 from wal_synth import cut_like_walsender, make_wal
 from walfast import SegmentWriter, _core, segments
 from walfast.compression import SUFFIXES, CompressionSpec

@@ -4,8 +4,8 @@ import signal
 import time
 
 import pytest
-from receivers import wait_until
 
+from receivers import wait_until
 from walfast.segments import OWN_FILES
 
 MB = 1 << 20
