@@ -46,7 +46,7 @@ def test_e2e_harness_on_a_tiny_range(pg_bindir: Path, tmp_path: Path) -> None:
         r = runs[key]
         assert r["status"] == "ok", r
         assert r["start_line"] == f"starting log streaming at {rng['start']} (timeline 1)"
-        assert r["mb_s"] > 0 and r["recv_cpu_s"] > 0 and r["walsender_cpu_s"] is not None
+        assert r["mb_s"] > 0 and r["recv_cpu_s"] > 0 and r["walsender_cpu_s"] is not None, r
         assert r["ssl"] is False
     for rc in ("walfast", "pg_receivewal"):
         r = runs[("durable", rc)]

@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 from walfast.cli.compress_option import parse_compress_option
 from walfast.waldir.codecs import CompressionSpec
 from walfast.replication.commands import create_replication_slot_command, drop_replication_slot_command
+from walfast.cli.usage import UsageError
 from walfast.cli.receivewal import (
     RECEIVE_FRONTEND,
     Frontend,
-    UsageError,
     getopt_long,
     parse_args,
     scan_lsn,

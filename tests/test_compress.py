@@ -451,6 +451,17 @@ def _check_against_pg_wal(directory: Path, cluster, method: str) -> dict[str, by
     return out
 
 
+def _end_with_wal_after(cluster) -> int:
+    """The server's current WAL position, with a little more WAL (in the same
+    segment) written after it: a receiver told to stop there then passes it
+    at once instead of waiting for an idle server's next background record
+    (up to 15 s)."""
+    end = cluster.current_wal_lsn()
+    cluster.generate_wal(1)
+    assert cluster.current_wal_lsn() // cluster.wal_segment_size == end // cluster.wal_segment_size
+    return end
+
+
 def _wal_range(cluster, nsegments):
     """Generate WAL over a few segments; return (first segno, an end LSN in
     the middle of a later segment)."""
@@ -459,7 +470,7 @@ def _wal_range(cluster, nsegments):
     cluster.generate_wal(nsegments * seg)
     cluster.switch_wal()
     cluster.generate_wal(seg // 3)
-    end = cluster.current_wal_lsn()
+    end = _end_with_wal_after(cluster)
     assert end % seg and end // seg > first + nsegments
     return first, end
 
@@ -504,7 +515,7 @@ def test_same_files_as_pg_receivewal_and_each_continues_the_other(
 
     # More WAL, past the next segment boundary.
     cluster.generate_wal(seg)
-    end2 = cluster.current_wal_lsn()
+    end2 = _end_with_wal_after(cluster)
     assert end2 // seg > end // seg
 
     # pg_receivewal continues walfast's directory at walfast's .partial,
@@ -544,7 +555,7 @@ def test_zstd_against_pg_wal_and_resume(pg_cluster_factory, tmp_path):
     for n in names:
         tool_check(tmp_path / n, "zstd")
     cluster.generate_wal(seg)
-    end2 = cluster.current_wal_lsn()
+    end2 = _end_with_wal_after(cluster)
     assert find_streaming_start(tmp_path, seg) == ((end // seg) * seg, 1)
     # This time with a slot: the flush position it reports (the slot's
     # restart_lsn after the stop) is covered by the compressed files.

@@ -23,7 +23,6 @@ from walfast.replication.commands import (
     SystemInfo,
     check_physical,
     check_server_version,
-    connect,
     create_replication_slot,
     data_directory_mode,
     drop_replication_slot,
@@ -37,7 +36,7 @@ from walfast.replication.commands import (
     wal_block_size,
     wal_segment_size,
 )
-from walfast.replication.commands import _check_integer_datetimes
+from walfast.replication.connection import _check_integer_datetimes, connect
 from walfast.waldir.directory import write_history_file
 
 MiB = 1 << 20
@@ -148,7 +147,7 @@ def test_replication_database_is_forced_physical(cluster, caplog):
     with pytest.raises(WalfastError, match="unexpectedly database specific"):
         check_physical(logical, None)
 
-    with caplog.at_level(logging.WARNING, logger="walfast.replication.commands"):
+    with caplog.at_level(logging.WARNING, logger="walfast.replication.connection"):
         with connect(conninfo) as c:
             info = identify_system(c)
     assert info.dbname is None

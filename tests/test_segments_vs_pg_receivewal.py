@@ -25,7 +25,8 @@ import pytest
 import zstandard
 
 from walfast.lsn import parse_lsn, segment_file_name
-from walfast.replication.commands import connect, identify_system
+from walfast.replication.commands import identify_system
+from walfast.replication.connection import connect
 from walfast.waldir.scan import find_streaming_start
 
 MiB = 1 << 20

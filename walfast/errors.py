@@ -14,6 +14,7 @@ Hierarchy::
     ├── WalPageError         a received WAL page header is not what it must be
     ├── ServerMismatchError  system identifier / segment size / timeline disagree
     ├── TimelineError        an impossible timeline switch
+    ├── ServerRefusedError   the server refused a replication command
     ├── ConnectionLostError  the connection to the server failed or was cut
     └── SegmentError         (also an OSError) a segment file cannot be used
 """
@@ -27,6 +28,7 @@ __all__ = [
     "ProtocolError",
     "SegmentError",
     "ServerMismatchError",
+    "ServerRefusedError",
     "TimelineError",
     "WalGapError",
     "WalPageError",
@@ -102,6 +104,13 @@ class ServerMismatchError(WalfastError):
 
 class TimelineError(WalfastError):
     """The server reported a timeline switch that cannot be followed."""
+
+
+class ServerRefusedError(WalfastError):
+    """The server answered a replication command with an error: no such
+    slot, slot in use, requested WAL already removed, timeline not in its
+    history...  The message carries the server's own words, as
+    pg_receivewal prints them."""
 
 
 class ConnectionLostError(WalfastError):

@@ -126,10 +126,15 @@ class WalsenderSampler(threading.Thread):
     """Finds the run slot's walsender and samples its CPU time (see the
     module docstring); also records whether its connection uses TLS."""
 
-    def __init__(self, primary: Primary, slot: str, stderr_path: Path, t0: float) -> None:
+    def __init__(self, primary: Primary, slot: str, stderr_path: Path) -> None:
         super().__init__(daemon=True)
         self.primary, self.slot = primary, slot
-        self.stderr_path, self.t0 = stderr_path, t0
+        self.stderr_path = stderr_path
+        #: when the receiver was spawned (set by the caller once it is)
+        self.t0 = time.perf_counter()
+        #: set once the sampler's own connection is up: start the receiver
+        #: after it, or a short run can end before its walsender is seen
+        self.connected = threading.Event()
         #: seconds from spawning the receiver to its "starting log streaming" line
         self.start_line_s: float | None = None
         self.pid: int | None = None
@@ -140,6 +145,7 @@ class WalsenderSampler(threading.Thread):
 
     def run(self) -> None:
         with self.primary.cluster.connect() as conn:
+            self.connected.set()
             while not self._stop_event.is_set():
                 if self.start_line_s is None:
                     now = time.perf_counter() - self.t0
@@ -155,7 +161,9 @@ class WalsenderSampler(threading.Thread):
                         self.pid, self.ssl, self.cipher = row
                 if self.pid is not None:
                     self.sample()
-                self._stop_event.wait(0.01)
+                # Look for the walsender often until it is found: a short
+                # run's walsender lives for a few tens of milliseconds.
+                self._stop_event.wait(0.01 if self.pid is not None else 0.001)
 
     def sample(self) -> None:
         if self.pid is not None:
@@ -207,11 +215,12 @@ def measure(run: Run, primary: Primary, rng: WalRange, workdir: Path, logdir: Pa
     timed_out = threading.Event()
     try:
         with open(stderr_path, "wb") as err:
-            t0 = time.perf_counter()
+            sampler = WalsenderSampler(primary, slot, stderr_path)
+            sampler.start()
+            sampler.connected.wait(30)
+            t0 = sampler.t0 = time.perf_counter()
             proc = subprocess.Popen(argv, stdout=err, stderr=err, stdin=subprocess.DEVNULL,
                                     env=clean_env(), cwd=REPO_ROOT)
-        sampler = WalsenderSampler(primary, slot, stderr_path, t0)
-        sampler.start()
 
         def on_timeout() -> None:
             timed_out.set()

@@ -1,12 +1,18 @@
-"""The ``walfast`` command line.
+"""The commands: ``walfast`` and ``walfast-receivewal``.
 
-``walfast receive`` streams WAL into a directory with pg_receivewal's options
-and behaviour (messages, exit codes): it is :mod:`walfast.receivewal` (the
-``walfast-receivewal`` command) under walfast's name.  ``walfast demo`` runs
-the main job on a throwaway primary; ``walfast status`` and ``walfast wait``
-read a receiver's progress state (:mod:`walfast.status`).  This module and
-:mod:`walfast.receivewal` are the only ones that configure logging: the
-library only logs to the ``walfast`` logger.
+* ``walfast receive`` streams WAL into a directory with pg_receivewal's
+  options and behaviour (messages, exit codes): it is
+  :mod:`walfast.cli.receivewal` (the ``walfast-receivewal`` command) under
+  walfast's name;
+* ``walfast demo`` runs the main job on a throwaway primary
+  (:mod:`walfast.cli.demo`);
+* ``walfast status`` and ``walfast wait`` read a receiver's progress state
+  (:mod:`walfast.monitor.status`).
+
+This module only dispatches: each command's module is imported when it
+runs, so ``walfast --version`` loads nothing else.  The commands are the
+only code that configures logging; the library only logs to the ``walfast``
+logger.  Usage errors: :mod:`walfast.cli.usage`.
 
 Exit status: as pg_receivewal's for ``receive`` (0 when stopped by
 SIGINT/SIGTERM or when ``--endpos`` was reached, 1 on any error, never a
@@ -18,26 +24,17 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
 
 from walfast import __version__
+from walfast.cli.usage import ArgumentParser, UsageError, print_usage_error
 
 PROG = "walfast"
 
 
-class UsageError(Exception):
-    """A command-line mistake: reported with a hint to --help, exit 1."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="walfast: a fast, durable PostgreSQL WAL receiver.")
+    parser = ArgumentParser(prog=PROG, description="walfast: a fast, durable PostgreSQL WAL receiver.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
     # Listed here for --help; parsed by walfast.receivewal (pg_receivewal's
     # getopt_long rules), as walfast-receivewal parses them.
     sub.add_parser("receive", add_help=False,
@@ -50,12 +47,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("wait", add_help=False,
                    help="wait until a receiver has flushed an LSN (walfast wait --help)")
     return parser
-
-
-def _fail(message: str) -> int:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    print(f'{PROG}: hint: Try "{PROG} --help" for more information.', file=sys.stderr)
-    return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -76,9 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except UsageError as e:
-        return _fail(str(e))
+        return print_usage_error(e, progname=PROG, command=PROG)
     if args.command is None:
         parser.print_help(sys.stderr)
         return 1
-    return _fail(f"unknown command {args.command!r}")  # pragma: no cover (all dispatched above)
+    return print_usage_error(  # pragma: no cover (all dispatched above)
+        UsageError(f"unknown command {args.command!r}"), progname=PROG, command=PROG)
 

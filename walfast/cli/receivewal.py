@@ -42,30 +42,26 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-
-import psycopg
+from typing import TYPE_CHECKING
 
 from walfast import __version__
 from walfast.cli.compress_option import parse_compress_option
-from walfast.errors import WalfastError
-from walfast.monitor.extras import ReceiveExtras
-from walfast.replication import commands as protocol
+from walfast.cli.usage import UsageError, print_usage_error
+from walfast.errors import ServerRefusedError, WalfastError
+from walfast.log import NOTICE
 from walfast.waldir.codecs import CompressionSpec
-from walfast.waldir.directory import check_directory
-from walfast.stream import (
-    NOTICE,
-    ReceiveOutcome,
-    StreamOptions,
-    error_text,
-    receive_to_directory,
-)
+
+if TYPE_CHECKING:
+    import psycopg
+
+# psycopg, the engine and the stream loop are imported when a connection is
+# made (run()), so --help, --version and usage errors start fast.
 
 __all__ = [
     "NEWEST_SERVER_MAJOR",
     "Frontend",
     "RECEIVE_FRONTEND",
     "ReceiveWalArgs",
-    "UsageError",
     "main",
     "parse_args",
     "run",
@@ -78,7 +74,7 @@ log = logging.getLogger("walfast")
 #: The PostgreSQL major version ``walfast-receivewal --version`` reports
 #: (``pg_receivewal (PostgreSQL) 18.0 (walfast ...)``): the newest server
 #: major walfast is tested against.  walfast itself refuses no newer server
-#: (:func:`walfast.protocol.check_server_version` sets no upper bound), but
+#: (:func:`walfast.replication.commands.check_server_version` sets no upper bound), but
 #: tools such as Barman require a pg_receivewal at least as new as the server
 #: and read the version from this line; say 18 until a newer major is tested.
 NEWEST_SERVER_MAJOR = 18
@@ -134,21 +130,6 @@ WALFAST_OPTIONS: tuple[Option, ...] = OPTIONS + (
 )
 
 _SHORT = {o.short: o for o in OPTIONS if o.short is not None}
-
-
-class UsageError(Exception):
-    """A command-line mistake, printed as pg_receivewal prints it.
-
-    *getopt*: getopt_long's own complaint (``ARGV0: message``, no
-    ``error:``); *message* None: only the hint (pg_receivewal's ``--help``
-    after the first argument); *hint*: followed by ``Try "... --help"``.
-    """
-
-    def __init__(self, message: str | None, *, hint: bool, getopt: bool = False) -> None:
-        super().__init__(message or "")
-        self.message = message
-        self.hint = hint
-        self.getopt = getopt
 
 
 def getopt_long(args: Sequence[str], operands: list[str],
@@ -362,6 +343,8 @@ def parse_args(args: Sequence[str], options: Sequence[Option] = OPTIONS) -> Rece
     except ValueError as e:
         raise UsageError(str(e), hint=False) from None
     if parsed.directory is not None and not slot_action:
+        from walfast.waldir.directory import check_directory
+
         try:
             check_directory(parsed.directory)
         except OSError as e:
@@ -465,18 +448,6 @@ def help_text(fe: Frontend) -> str:
                         walfast_options=_WALFAST_HELP if fe.walfast_options else "")
 
 
-def _print_usage_error(fe: Frontend, err: UsageError) -> int:
-    if err.message is not None:
-        if err.getopt:
-            print(f"{fe.argv0}: {err.message}", file=sys.stderr)
-        else:
-            print(f"{fe.progname}: error: {err.message}", file=sys.stderr)
-    if err.hint:
-        print(f'{fe.progname}: hint: Try "{fe.command} --help" for more information.',
-              file=sys.stderr)
-    return 1
-
-
 # --------------------------------------------------------------------------- #
 # running
 # --------------------------------------------------------------------------- #
@@ -522,6 +493,8 @@ def _setup_logging(verbose: bool, progname: str) -> None:
 def _server_message(exc: psycopg.Error) -> str:
     """The server's error as libpq's PQerrorMessage() words it
     (``ERROR:  ...``, with its DETAIL/HINT lines), else psycopg's text."""
+    from walfast.stream import error_text
+
     result = exc.pgresult
     if result is not None and result.error_message:
         return result.error_message.decode(errors="replace").rstrip("\n")
@@ -532,13 +505,18 @@ def _slot_action(conninfo: str, args: ReceiveWalArgs, fe: Frontend) -> None:
     """``--create-slot`` / ``--drop-slot``: connect, IDENTIFY_SYSTEM, the
     command, as pg_receivewal does them.  Raises WalfastError with its
     message."""
+    import psycopg
+
+    from walfast.replication import commands as protocol
+    from walfast.replication.connection import connect
+
     assert args.slot is not None
-    conn = protocol.connect(conninfo, application_name=fe.application_name)
+    conn = connect(conninfo, application_name=fe.application_name)
     try:
         try:
             info = protocol.identify_system(conn)
         except psycopg.Error as e:
-            raise WalfastError(
+            raise ServerRefusedError(
                 f'could not send replication command "IDENTIFY_SYSTEM": {_server_message(e)}'
             ) from None
         protocol.check_physical(info, args.slot)
@@ -557,7 +535,7 @@ def _slot_action(conninfo: str, args: ReceiveWalArgs, fe: Frontend) -> None:
                 protocol.create_replication_slot(
                     conn, args.slot, if_not_exists=args.if_not_exists, reserve_wal=False)
         except psycopg.Error as e:
-            raise WalfastError(
+            raise ServerRefusedError(
                 f'could not send replication command "{command}": {_server_message(e)}'
             ) from None
     finally:
@@ -584,6 +562,11 @@ def run(args: ReceiveWalArgs, fe: Frontend) -> int:
     """Everything after the command line: connect, then the slot action or
     streaming.  Returns the exit status; errors are printed as
     pg_receivewal prints them."""
+    import psycopg
+
+    from walfast.monitor.extras import ReceiveExtras
+    from walfast.stream import ReceiveOutcome, StreamOptions, error_text, receive_to_directory
+
     password = _prompt_password() if args.password_prompt == 1 else None
     try:
         conninfo = psycopg.conninfo.make_conninfo(
@@ -634,7 +617,7 @@ def run_frontend(args: Sequence[str], fe: Frontend) -> int:
     try:
         parsed = parse_args(args, fe.options)
     except UsageError as err:
-        return _print_usage_error(fe, err)
+        return print_usage_error(err, progname=fe.progname, command=fe.command, argv0=fe.argv0)
     _setup_logging(parsed.verbose, fe.progname)
     try:
         return run(parsed, fe)

@@ -15,8 +15,8 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from typing import NoReturn
 
+from walfast.cli.usage import ArgumentParser, UsageError, print_usage_error
 from walfast.errors import WalfastError
 from walfast.lsn import format_lsn, parse_lsn
 from walfast.monitor.progress import ProgressSnapshot, ProgressStateError, read_progress
@@ -35,17 +35,8 @@ EXIT_TIMEOUT = 2
 EXIT_NOT_RUNNING = 3
 
 
-class _UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise _UsageError(message)
-
-
 def _status_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=f"{PROG} status", description="Show the progress of the walfast "
+    p = ArgumentParser(prog=f"{PROG} status", description="Show the progress of the walfast "
                 "receiver writing into DIR, from its shared progress state (no connection "
                 "to the receiver or the server).")
     p.add_argument("directory", metavar="DIR", help="the receiver's output directory (-D)")
@@ -54,7 +45,7 @@ def _status_parser() -> argparse.ArgumentParser:
 
 
 def _wait_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = ArgumentParser(
         prog=f"{PROG} wait", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Wait until the walfast receiver writing into DIR has durably flushed "
         "(fdatasync'ed) the WAL up to LSN.",
@@ -176,9 +167,9 @@ def cmd_wait(argv: Sequence[str]) -> int:
     try:
         lsn = parse_lsn(args.lsn)
     except ValueError:
-        raise _UsageError(f'invalid LSN "{args.lsn}": expected X/X (hexadecimal)') from None
+        raise UsageError(f'invalid LSN "{args.lsn}": expected X/X (hexadecimal)') from None
     if args.timeout is not None and args.timeout < 0:
-        raise _UsageError("--timeout must be >= 0")
+        raise UsageError("--timeout must be >= 0")
     try:
         code, s = wait_flushed(args.directory, lsn, args.timeout)
     except (WalfastError, OSError) as e:
@@ -198,8 +189,5 @@ def main(argv: Sequence[str]) -> int:
     command, rest = argv[0], list(argv[1:])
     try:
         return cmd_status(rest) if command == "status" else cmd_wait(rest)
-    except _UsageError as e:
-        _err(str(e))
-        print(f'{PROG}: hint: Try "{PROG} {command} --help" for more information.',
-              file=sys.stderr)
-        return EXIT_ERROR
+    except UsageError as e:
+        return print_usage_error(e, progname=PROG, command=f"{PROG} {command}")

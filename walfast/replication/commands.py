@@ -1,14 +1,15 @@
 """Replication *commands* over a psycopg 3 connection (the cold control path).
 
-This module opens the physical-replication connection and runs the short
-request/response commands a WAL receiver needs before and between streams:
-``IDENTIFY_SYSTEM``, ``SHOW``, ``TIMELINE_HISTORY``, ``READ_REPLICATION_SLOT``,
-``CREATE_REPLICATION_SLOT`` and ``DROP_REPLICATION_SLOT``.  It also builds the
-text of ``START_REPLICATION`` and finishes a COPY that ended
-(:func:`end_copy`: CopyDone and the next-timeline result), but it does **not**
-own the COPY stream itself: reading CopyData, writing segments and sending
-status updates belong to the engine (:mod:`walfast._core`) and the stream loop.  Directory
-policy (where to resume, history files on disk) is :mod:`walfast.segments`'.
+The short request/response commands a WAL receiver needs before and
+between streams: ``IDENTIFY_SYSTEM``, ``SHOW``, ``TIMELINE_HISTORY``,
+``READ_REPLICATION_SLOT``, ``CREATE_REPLICATION_SLOT`` and
+``DROP_REPLICATION_SLOT``; what they say about the server, collected once in
+:class:`ServerFacts` (:func:`server_facts`); and the two ends of the COPY:
+:func:`start_replication` (``START_REPLICATION`` and its answer) and
+:func:`end_copy` (CopyDone and the next-timeline result).  The COPY stream
+itself (reading CopyData, writing segments, status updates) belongs to the
+engine (:mod:`walfast._core`); opening the connection to
+:mod:`walfast.replication.connection`.
 
 Rules that every function here follows:
 
@@ -18,10 +19,12 @@ Rules that every function here follows:
   (:func:`quote_ident`, :func:`walfast.lsn.format_lsn`), never bound.
 * The walsender reports ``client_encoding=SQL_ASCII``, so text columns come
   back as ``bytes``; they are decoded here.  LSNs are plain ``int``.
-* psycopg errors (``psycopg.OperationalError``, ``psycopg.errors.*``) are not
-  caught or rewrapped, except where pg_receivewal itself treats one as
-  success (``CREATE_REPLICATION_SLOT`` with ``if_not_exists``).  Result sets of
-  the wrong shape raise :class:`~walfast.errors.ProtocolError`.
+* psycopg errors (``psycopg.OperationalError``, ``psycopg.errors.*``) from a
+  command are not caught or rewrapped, except where pg_receivewal itself
+  treats one as success (``CREATE_REPLICATION_SLOT`` with
+  ``if_not_exists``).  A stream the server ends with an error raises
+  :class:`~walfast.errors.ConnectionLostError` with the server's words.
+  Result sets of the wrong shape raise :class:`~walfast.errors.ProtocolError`.
 """
 
 from __future__ import annotations
@@ -33,9 +36,10 @@ from typing import Any
 
 import psycopg
 from psycopg import pq
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from walfast.errors import ProtocolError, ServerMismatchError, WalfastError
+from walfast.errors import (
+    ConnectionLostError, ProtocolError, ServerMismatchError, ServerRefusedError, WalfastError,
+)
 from walfast.lsn import (
     format_lsn,
     history_file_name,
@@ -44,11 +48,11 @@ from walfast.lsn import (
 )
 
 __all__ = [
+    "ServerFacts",
     "SlotInfo",
     "SystemInfo",
     "check_physical",
     "check_server_version",
-    "connect",
     "create_replication_slot",
     "create_replication_slot_command",
     "data_directory_mode",
@@ -61,6 +65,8 @@ __all__ = [
     "quote_ident",
     "read_next_timeline",
     "read_replication_slot",
+    "server_facts",
+    "start_replication",
     "start_replication_command",
     "timeline_history",
     "wal_block_size",
@@ -76,9 +82,6 @@ _MIN_VERSION_GROUP_ACCESS = 110000
 #: ``READ_REPLICATION_SLOT`` and the parenthesised option syntax: PostgreSQL 15.
 _MIN_VERSION_READ_SLOT = 150000
 _MIN_VERSION_NEW_OPTION_SYNTAX = 150000
-
-#: Values of the ``replication`` connection parameter meaning "physical".
-_PHYSICAL_REPLICATION_VALUES = frozenset({"true", "on", "yes", "1"})
 
 #: PostgreSQL's memory units (guc.c ``memory_unit_conversion_table``, bytes).
 _SIZE_UNITS = {"": 1, "B": 1, "kB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
@@ -125,98 +128,31 @@ class SlotInfo:
     restart_tli: int | None
 
 
-# --------------------------------------------------------------------------- #
-# connecting
-# --------------------------------------------------------------------------- #
+@dataclass(frozen=True)
+class ServerFacts:
+    """What the server said about itself on one connection, checked once.
 
-def connect(
-    conninfo: str = "",
-    *,
-    host: str | None = None,
-    port: int | str | None = None,
-    user: str | None = None,
-    password: str | None = None,
-    application_name: str | None = "walfast",
-    connect_timeout: int | str | None = None,
-) -> psycopg.Connection[Any]:
-    """Open a physical-replication connection, as pg_receivewal's ``GetConnection``.
-
-    ``conninfo`` is any libpq connection string or URI; whatever it leaves
-    unset comes from the ``PG*`` environment variables, the service file and
-    ``.pgpass``, exactly as with libpq.  ``host``, ``port``, ``user``,
-    ``password`` and ``connect_timeout``, when not ``None``, override the
-    conninfo (pg_receivewal's ``-h``/``-p``/``-U`` override ``-d`` the same
-    way).
-
-    Forced, whatever the conninfo says, as pg_receivewal forces them:
-
-    * ``replication=true``.  A ``replication=database`` (a logical walsender)
-      or ``replication=false`` in the conninfo is overridden, with a warning
-      logged; pg_receivewal overrides it silently.
-    * ``dbname=replication``.  pg_receivewal discards any ``dbname`` of its
-      connection string; the server ignores the name on a physical
-      connection, but libpq uses it to pick the ``.pgpass`` line, so keeping
-      pg_receivewal's value keeps the same password lookup.
-
-    ``application_name`` is passed as ``fallback_application_name``: an
-    ``application_name`` in the conninfo (or ``PGAPPNAME``) wins over it.
-    The connection is in autocommit mode (the walsender rejects ``BEGIN``)
-    and never prepares statements (it rejects the extended protocol).  Once
-    ``START_REPLICATION`` has been sent, end it with ``conn.close()``: leaving
-    a ``with conn:`` block would send ``COMMIT`` in the middle of the COPY and
-    fail with "another command is already in progress".
-
-    Raises :class:`~walfast.errors.ServerMismatchError` (after closing the
-    connection) if the server's ``integer_datetimes`` is not ``on``.
-    Connection failures propagate as ``psycopg.OperationalError``, a bad
-    conninfo as ``psycopg.ProgrammingError``.
+    ``system_identifier``, ``timeline`` and ``xlogpos`` are the
+    ``IDENTIFY_SYSTEM`` row (the server's current timeline and WAL position);
+    ``segment_size`` (``SHOW wal_segment_size``, a power of two from 1 MiB
+    to 1 GiB) and ``block_size`` (``SHOW wal_block_size``) are validated when
+    read; ``server_version`` is libpq's number (``180001``); ``file_mode`` is
+    the mode for files written from this server's WAL (0600, or 0640 when its
+    data directory allows group access, :func:`file_mode_for`).
     """
-    params: dict[str, Any] = conninfo_to_dict(conninfo) if conninfo else {}
 
-    dropped_dbname = params.pop("dbname", None)
-    if dropped_dbname not in (None, "", "replication"):
-        logger.debug(
-            'ignoring dbname "%s" from the connection string: a physical '
-            "replication connection uses dbname=replication", dropped_dbname)
-    requested = params.pop("replication", None)
-    if requested is not None and str(requested).lower() not in _PHYSICAL_REPLICATION_VALUES:
-        logger.warning(
-            'ignoring replication=%s from the connection string: walfast '
-            "always uses a physical replication connection (replication=true)",
-            requested)
+    system_identifier: int
+    timeline: int
+    xlogpos: int
+    segment_size: int
+    block_size: int
+    server_version: int
+    file_mode: int
 
-    for key, value in (
-        ("host", host), ("port", port), ("user", user), ("password", password),
-        ("connect_timeout", connect_timeout),
-    ):
-        if value is not None:
-            params[key] = value
-    if application_name is not None:
-        params.setdefault("fallback_application_name", application_name)
-    params["dbname"] = "replication"
-    params["replication"] = "true"
-
-    conn = psycopg.connect(
-        make_conninfo("", **params), autocommit=True, prepare_threshold=None)
-    try:
-        _check_integer_datetimes(conn)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _check_integer_datetimes(conn: psycopg.Connection[Any]) -> None:
-    # Timestamps in the stream are int64 microseconds; a (pre-10) server built
-    # with float timestamps would send something else in the same 8 bytes.
-    value = conn.info.parameter_status("integer_datetimes")
-    if value is None:
-        raise ServerMismatchError(
-            "could not determine server setting for integer_datetimes")
-    if value != "on":
-        raise ServerMismatchError(
-            f'integer_datetimes compile flag does not match server '
-            f'(server reports "{value}", walfast needs "on")')
+    @property
+    def major(self) -> int:
+        """The server's major version (``18`` for ``180001``)."""
+        return self.server_version // 10000
 
 
 # --------------------------------------------------------------------------- #
@@ -316,7 +252,7 @@ def check_physical(info: SystemInfo, slot: str | None) -> None:
         msg = f'replication connection using slot "{slot}" is unexpectedly database specific'
     else:
         msg = "replication connection is unexpectedly database specific"
-    raise WalfastError(
+    raise ServerMismatchError(
         f'{msg} (connected to database "{info.dbname}"; walfast needs a '
         "physical replication connection, replication=true)")
 
@@ -334,7 +270,7 @@ def check_server_version(conn: psycopg.Connection[Any]) -> None:
     if conn.info.server_version >= MIN_SERVER_VERSION:
         return
     shown = conn.info.parameter_status("server_version") or "'unknown'"
-    raise WalfastError(
+    raise ServerMismatchError(
         f"incompatible server version {shown}; client does not support "
         "streaming from server versions older than 10")
 
@@ -417,6 +353,25 @@ def file_mode_for(dir_mode: int | None) -> int:
     return 0o600
 
 
+def server_facts(conn: psycopg.Connection[Any], slot: str | None = None) -> ServerFacts:
+    """Ask the server what a receiver needs to know, in pg_receivewal's order
+    (version, ``IDENTIFY_SYSTEM`` and the physical-connection check, then the
+    sizes and the file mode), and validate each answer once.
+
+    *slot* only words the error for a connection that turned out to be a
+    logical walsender (:func:`check_physical`).  Errors as the functions
+    called.
+    """
+    check_server_version(conn)
+    info = identify_system(conn)
+    check_physical(info, slot)
+    return ServerFacts(
+        system_identifier=info.systemid, timeline=info.timeline, xlogpos=info.xlogpos,
+        segment_size=wal_segment_size(conn), block_size=wal_block_size(conn),
+        server_version=conn.info.server_version,
+        file_mode=file_mode_for(data_directory_mode(conn)))
+
+
 # --------------------------------------------------------------------------- #
 # timelines
 # --------------------------------------------------------------------------- #
@@ -483,23 +438,23 @@ def quote_ident(name: str) -> str:
 def read_replication_slot(conn: psycopg.Connection[Any], slot: str) -> SlotInfo:
     """``READ_REPLICATION_SLOT`` (PostgreSQL 15+): a physical slot's restart point.
 
-    Errors (:class:`~walfast.errors.WalfastError`), worded as pg_receivewal's:
+    Errors (:class:`~walfast.errors.ServerRefusedError`), worded as pg_receivewal's:
     ``replication slot "%s" does not exist``, ``expected a physical
     replication slot, got type "%s" instead``; a server older than 15 is
     refused before anything is sent.
     """
     if conn.info.server_version < _MIN_VERSION_READ_SLOT:
-        raise WalfastError(
+        raise ServerMismatchError(
             f"READ_REPLICATION_SLOT needs PostgreSQL 15 or later; server version "
             f"is {conn.info.parameter_status('server_version') or 'unknown'}")
     rows, names = _execute(conn, f"READ_REPLICATION_SLOT {quote_ident(slot)}")
     _check_shape(rows, names, f'could not read replication slot "{slot}"', 1, 3)
     slot_type_raw, restart_lsn_raw, restart_tli_raw = rows[0]
     if slot_type_raw is None:
-        raise WalfastError(f'replication slot "{slot}" does not exist')
+        raise ServerRefusedError(f'replication slot "{slot}" does not exist')
     slot_type = _text(slot_type_raw)
     if slot_type != "physical":
-        raise WalfastError(
+        raise ServerRefusedError(
             f'expected a physical replication slot, got type "{slot_type}" instead')
     restart_lsn = None
     if restart_lsn_raw is not None:
@@ -597,6 +552,37 @@ def start_replication_command(*, slot: str | None, start_lsn: int, timeline: int
     return text.encode("utf-8")
 
 
+def start_replication(
+    conn: psycopg.Connection[Any], *, slot: str | None, start_lsn: int, timeline: int,
+) -> tuple[int, int] | None:
+    """Send ``START_REPLICATION`` and read its answer.
+
+    Returns None once the server answered with a COPY (CopyBothResponse):
+    the stream is on, and its bytes are the engine's.  Returns ``(next
+    timeline, its start LSN)`` when the start is exactly the end of an old
+    timeline: the walsender then answers with the next timeline's row and no
+    COPY (pg_receivewal gives up there; a receiver follows it as after an
+    ended COPY).
+
+    A refusal (no such WAL, slot in use, timeline not in the server's
+    history, ...) raises :class:`~walfast.errors.ServerRefusedError` with the
+    server's words, as pg_receivewal prints them.
+    """
+    pgconn = conn.pgconn
+    pgconn.send_query(start_replication_command(slot=slot, start_lsn=start_lsn,
+                                                timeline=timeline))
+    res = pgconn.get_result()
+    status = pq.ExecStatus(res.status) if res is not None else None
+    if status == pq.ExecStatus.COPY_BOTH:
+        return None
+    if status == pq.ExecStatus.TUPLES_OK and res is not None:
+        return read_next_timeline(pgconn, res)
+    msg = res.error_message.decode(errors="replace").strip() if res is not None else ""
+    if not msg:
+        msg = pgconn.error_message.decode(errors="replace").strip()
+    raise ServerRefusedError(f'could not send replication command "START_REPLICATION": {msg}')
+
+
 def end_copy(pgconn: pq.abc.PGconn, *, server_ended: bool = False) -> tuple[int, int] | None:
     """Finish the COPY after the server or we ended it.
 
@@ -640,23 +626,23 @@ def end_copy(pgconn: pq.abc.PGconn, *, server_ended: bool = False) -> tuple[int,
             # The server ended the stream with an error (e.g. the walsender
             # was terminated): a lost connection, retried like one.
             msg = res.error_message.decode(errors="replace").strip()
-            raise psycopg.OperationalError(f"unexpected termination of replication stream: {msg}")
+            raise ConnectionLostError(f"unexpected termination of replication stream: {msg}")
 
 
 def _parse_next_timeline(res: pq.abc.PGresult) -> tuple[int, int]:
     """The end-of-timeline row: ``(next timeline, its start LSN)``
     (receivelog.c's ReadEndOfStreamingResult)."""
     if res.ntuples != 1 or res.nfields < 2:
-        raise WalfastError(
+        raise ProtocolError(
             f"unexpected result set after end-of-timeline: got {res.ntuples} rows and "
             f"{res.nfields} fields, expected 1 rows and 2 fields")
     tli_raw, pos_raw = res.get_value(0, 0), res.get_value(0, 1)
     if tli_raw is None or pos_raw is None:
-        raise WalfastError("unexpected NULL in the end-of-timeline result set")
+        raise ProtocolError("unexpected NULL in the end-of-timeline result set")
     try:
         return int(tli_raw), parse_lsn(bytes(pos_raw).decode())
     except ValueError:
-        raise WalfastError(
+        raise ProtocolError(
             f'could not parse next timeline\'s starting point "{pos_raw!r}"') from None
 
 
@@ -673,7 +659,7 @@ def read_next_timeline(pgconn: pq.abc.PGconn, res: pq.abc.PGresult) -> tuple[int
         status = pq.ExecStatus(r.status)
         if status == pq.ExecStatus.FATAL_ERROR:
             msg = r.error_message.decode(errors="replace").strip()
-            raise psycopg.OperationalError(f"unexpected termination of replication stream: {msg}")
+            raise ConnectionLostError(f"unexpected termination of replication stream: {msg}")
         if status != pq.ExecStatus.COMMAND_OK:
-            raise WalfastError(
+            raise ProtocolError(
                 f"unexpected result after the end-of-timeline result set: {status.name}")

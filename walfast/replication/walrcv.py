@@ -20,10 +20,11 @@ import time
 from typing import Any
 
 import psycopg
-from psycopg import pq
 
-from walfast.replication import commands as protocol
-from walfast.errors import WalfastError
+from walfast.errors import ConnectionLostError, WalfastError
+from walfast.lsn import format_lsn
+from walfast.replication import commands
+from walfast.replication.connection import connect as _connect
 
 __all__ = ["WalReceiverConnection", "connect"]
 
@@ -31,7 +32,7 @@ __all__ = ["WalReceiverConnection", "connect"]
 class WalReceiverConnection:
     """A physical replication stream started by :func:`connect`."""
 
-    def __init__(self, conn: psycopg.Connection[Any], info: protocol.SystemInfo,
+    def __init__(self, conn: psycopg.Connection[Any], info: commands.SystemInfo,
                  timeline: int, startpoint: int) -> None:
         self.conn = conn
         self.system = info
@@ -62,7 +63,7 @@ class WalReceiverConnection:
                     self._streaming = False
                     return "c", None
                 if n < -1:
-                    raise psycopg.OperationalError(
+                    raise ConnectionLostError(
                         "could not receive data from WAL stream: "
                         + self._pgconn.error_message.decode(errors="replace").strip())
                 left = None if deadline is None else deadline - time.monotonic()
@@ -81,7 +82,7 @@ class WalReceiverConnection:
         ``(next_timeline, switch_lsn)`` when it ended a timeline, else None."""
         server_ended = not self._streaming
         self._streaming = False
-        return protocol.end_copy(self._pgconn, server_ended=server_ended)
+        return commands.end_copy(self._pgconn, server_ended=server_ended)
 
     def disconnect(self) -> None:
         """Close the connection."""
@@ -92,20 +93,20 @@ class WalReceiverConnection:
 def connect(conninfo: str, startpoint: int, *, timeline: int | None = None,
             slot: str | None = None, application_name: str = "walfast") -> WalReceiverConnection:
     """Connect for physical replication and start streaming at *startpoint*
-    (on *timeline*, default the server's current one)."""
-    conn = protocol.connect(conninfo, application_name=application_name)
+    (on *timeline*, default the server's current one).  A start exactly at
+    the end of an old timeline, which the server answers without a COPY,
+    raises :class:`~walfast.errors.WalfastError` naming the next timeline."""
+    conn = _connect(conninfo, application_name=application_name)
     try:
-        protocol.check_server_version(conn)
-        info = protocol.identify_system(conn)
-        protocol.check_physical(info, slot)
+        commands.check_server_version(conn)
+        info = commands.identify_system(conn)
+        commands.check_physical(info, slot)
         tli = info.timeline if timeline is None else timeline
-        pgconn = conn.pgconn
-        pgconn.send_query(protocol.start_replication_command(
-            slot=slot, start_lsn=startpoint, timeline=tli))
-        res = pgconn.get_result()
-        if res is None or pq.ExecStatus(res.status) != pq.ExecStatus.COPY_BOTH:
-            msg = res.error_message.decode(errors="replace").strip() if res is not None else ""
-            raise WalfastError(f'could not send replication command "START_REPLICATION": {msg}')
+        direct = commands.start_replication(conn, slot=slot, start_lsn=startpoint, timeline=tli)
+        if direct is not None:
+            raise WalfastError(
+                f"timeline {tli} ends at the start position; the server's next timeline is "
+                f"{direct[0]}, starting at {format_lsn(direct[1])}")
     except BaseException:
         conn.close()
         raise
