@@ -20,7 +20,7 @@ venv:
 	$(PY) -m pip install -q -e '.[test]'
 
 demo: venv
-	$(PY) -m walfast.demo $(DEMO_ARGS)
+	$(PY) -m walfast.cli.demo $(DEMO_ARGS)
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)

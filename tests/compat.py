@@ -5,7 +5,7 @@ status, the lines on stderr after the program name, the files written
 (listing and content, decompressed where compressed).
 
 ``walfast-receivewal`` runs through an entry script written exactly as the
-console script pip installs (``from walfast.receivewal import main``), with
+console script pip installs (``from walfast.cli.receivewal import main``), with
 this checkout first on ``sys.path``, so the tests exercise the working tree
 and the program name a user sees.
 """
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from receivers import clean_env
-from walfast import segments
+from walfast.waldir.directory import OWN_FILES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,7 +29,7 @@ _ENTRY_SCRIPT = """\
 # walfast-receivewal as pip installs it, running the checkout at {root}
 import sys
 sys.path.insert(0, {root!r})
-from walfast.receivewal import main
+from walfast.cli.receivewal import main
 sys.exit(main())
 """
 
@@ -122,7 +122,7 @@ def read_segment(path: Path) -> bytes:
 
 #: walfast's own files in an output directory (pg_receivewal ignores them,
 #: so they are left out when listings are compared).
-WALFAST_FILES = segments.OWN_FILES
+WALFAST_FILES = OWN_FILES
 
 
 def listing(directory: Path) -> list[str]:

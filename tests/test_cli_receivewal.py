@@ -16,9 +16,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from walfast.compression import CompressionSpec, parse_compress_option
-from walfast.protocol import create_replication_slot_command, drop_replication_slot_command
-from walfast.receivewal import (
+from walfast.cli.compress_option import parse_compress_option
+from walfast.waldir.codecs import CompressionSpec
+from walfast.replication.commands import create_replication_slot_command, drop_replication_slot_command
+from walfast.cli.receivewal import (
     RECEIVE_FRONTEND,
     Frontend,
     UsageError,

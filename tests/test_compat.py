@@ -52,7 +52,7 @@ from compat import (
 from receivers import assert_completed_like_pg_wal, mismatch, wait_streaming, wait_until
 from walfast.cluster import Cluster, free_port
 from walfast.lsn import format_lsn, parse_lsn
-from walfast.receivewal import NEWEST_SERVER_MAJOR
+from walfast.cli.receivewal import NEWEST_SERVER_MAJOR
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from receivers import (
 from wal_synth import SYSID, make_wal
 from walfast import SegmentError, SegmentWriter
 from walfast.lsn import format_lsn, parse_lsn
-from walfast.resume import BOOT_FILE, current_boot_id, last_valid_page, note_boot, \
+from walfast.waldir.resume import BOOT_FILE, current_boot_id, last_valid_page, note_boot, \
     resume_position
 
 MB = 1 << 20

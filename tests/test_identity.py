@@ -17,8 +17,8 @@ import pytest
 from receivers import holds_wal, small_commit, wait_streaming, wait_until, wal_files
 from wal_synth import SYSID, make_wal
 from walfast import ServerMismatchError
-from walfast.identity import IDENTITY_FILE, DirectoryIdentity, check_and_record, read_identity
-from walfast.progress import FILE_NAME as PROGRESS_FILE
+from walfast.waldir.identity import IDENTITY_FILE, DirectoryIdentity, check_and_record, read_identity
+from walfast.monitor.progress import FILE_NAME as PROGRESS_FILE
 
 MB = 1 << 20
 P = 8192

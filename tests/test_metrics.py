@@ -10,9 +10,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from receivers import wait_streaming, wait_until
-from walfast import progress as P
+from walfast.monitor import progress as P
 from walfast.errors import WalfastError
-from walfast.metrics import PREFIX, MetricsServer, parse_address
+from walfast.monitor.metrics import PREFIX, MetricsServer, parse_address
 
 SECRET = "Sekr1tPassw0rd"
 

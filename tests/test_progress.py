@@ -15,7 +15,7 @@ import pytest
 from receivers import clean_env, wait_streaming, wait_until
 from wal_synth import keepalive, make_wal, xlogdata
 from walfast import SegmentWriter, StreamParser
-from walfast import progress as P
+from walfast.monitor import progress as P
 
 MB = 1 << 20
 
@@ -152,7 +152,7 @@ def test_parser_latest_end_time_and_caught_up_time(tmp_path):
 
 READER = textwrap.dedent("""
     import json, sys, time
-    from walfast.progress import read_progress, ProgressStateError
+    from walfast.monitor.progress import read_progress, ProgressStateError
     directory, seconds = sys.argv[1], float(sys.argv[2])
     end = time.monotonic() + seconds
     while time.monotonic() < end:

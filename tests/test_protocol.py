@@ -18,7 +18,7 @@ import pytest
 from walfast.cluster import Cluster, free_port
 from walfast.errors import ProtocolError, ServerMismatchError, WalfastError
 from walfast.lsn import history_file_name, parse_lsn
-from walfast.protocol import (
+from walfast.replication.commands import (
     SlotInfo,
     SystemInfo,
     check_physical,
@@ -37,8 +37,8 @@ from walfast.protocol import (
     wal_block_size,
     wal_segment_size,
 )
-from walfast.protocol import _check_integer_datetimes
-from walfast.segments import write_history_file
+from walfast.replication.commands import _check_integer_datetimes
+from walfast.waldir.directory import write_history_file
 
 MiB = 1 << 20
 
@@ -148,7 +148,7 @@ def test_replication_database_is_forced_physical(cluster, caplog):
     with pytest.raises(WalfastError, match="unexpectedly database specific"):
         check_physical(logical, None)
 
-    with caplog.at_level(logging.WARNING, logger="walfast.protocol"):
+    with caplog.at_level(logging.WARNING, logger="walfast.replication.commands"):
         with connect(conninfo) as c:
             info = identify_system(c)
     assert info.dbname is None

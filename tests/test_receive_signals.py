@@ -6,7 +6,7 @@ import time
 import pytest
 
 from receivers import wait_until
-from walfast.segments import OWN_FILES
+from walfast.waldir.directory import OWN_FILES
 
 MB = 1 << 20
 

@@ -14,16 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from walfast import segments
 from walfast.errors import ServerMismatchError, WalfastError
 from walfast.lsn import segment_file_name
-from walfast.segments import (
-    check_directory,
-    durable_rename,
-    find_streaming_start,
-    fsync_dir,
-    write_history_file,
-)
+from walfast.waldir.directory import OWN_FILES, check_directory, write_history_file
+from walfast.waldir.durable import durable_rename, fsync_dir
+from walfast.waldir.scan import find_streaming_start
 
 MiB = 1 << 20
 SEGMENT_SIZES = [1 * MiB, 64 * MiB]
@@ -55,7 +50,7 @@ def gz(directory: Path, filename: str, uncompressed_size: int) -> Path:
 
 def warnings_of(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records
-            if r.name == "walfast.segments" and r.levelno == logging.WARNING]
+            if r.name == "walfast.waldir.scan" and r.levelno == logging.WARNING]
 
 
 @pytest.fixture
@@ -94,7 +89,7 @@ def test_junk_names_are_ignored(wal_dir, seg, caplog):
     ]:
         sparse(wal_dir, junk, seg)
     (wal_dir / "archive_status").mkdir()
-    with caplog.at_level(logging.WARNING, logger="walfast.segments"):
+    with caplog.at_level(logging.WARNING, logger="walfast.waldir.scan"):
         assert find_streaming_start(wal_dir, seg) is None
     assert warnings_of(caplog) == []
 
@@ -128,7 +123,7 @@ def test_completed_file_of_wrong_size_is_skipped(wal_dir, seg, bad_size, caplog)
     sparse(wal_dir, name(1, 3, seg), seg)
     bad = name(1, 4, seg)
     sparse(wal_dir, bad, size)
-    with caplog.at_level(logging.WARNING, logger="walfast.segments"):
+    with caplog.at_level(logging.WARNING, logger="walfast.waldir.scan"):
         assert find_streaming_start(wal_dir, seg) == (4 * seg, 1)
     assert warnings_of(caplog) == [f'segment file "{bad}" has incorrect size {size}, skipping']
 
@@ -195,7 +190,7 @@ def test_impossible_seg_part_is_skipped(wal_dir, caplog):
     seg = 64 * MiB
     sparse(wal_dir, name(1, 2, seg), seg)
     sparse(wal_dir, "0000000100000000000000FF", seg)
-    with caplog.at_level(logging.WARNING, logger="walfast.segments"):
+    with caplog.at_level(logging.WARNING, logger="walfast.waldir.scan"):
         assert find_streaming_start(wal_dir, seg) == (3 * seg, 1)
     assert warnings_of(caplog) == [
         'file "0000000100000000000000FF" is not a WAL segment name for 64 MB segments, skipping']
@@ -206,7 +201,7 @@ def test_impossible_seg_part_is_skipped(wal_dir, caplog):
 
 def test_timeline_zero_is_skipped(wal_dir, caplog):
     sparse(wal_dir, "000000000000000000000009", MiB)
-    with caplog.at_level(logging.WARNING, logger="walfast.segments"):
+    with caplog.at_level(logging.WARNING, logger="walfast.waldir.scan"):
         assert find_streaming_start(wal_dir, MiB) is None
     assert len(warnings_of(caplog)) == 1
 
@@ -214,7 +209,7 @@ def test_timeline_zero_is_skipped(wal_dir, caplog):
 def test_directory_with_segment_name_is_skipped(wal_dir, caplog):
     sparse(wal_dir, name(1, 3, MiB), MiB)
     (wal_dir / name(1, 4, MiB, ".partial")).mkdir()
-    with caplog.at_level(logging.WARNING, logger="walfast.segments"):
+    with caplog.at_level(logging.WARNING, logger="walfast.waldir.scan"):
         assert find_streaming_start(wal_dir, MiB) == (4 * MiB, 1)
     dir_name = name(1, 4, MiB, ".partial")
     assert warnings_of(caplog) == [f'"{dir_name}" is not a regular file, skipping']
@@ -268,7 +263,7 @@ def test_gz_with_wrong_isize_is_skipped(wal_dir, caplog):
     sparse(wal_dir, name(1, 3, MiB), MiB)
     bad = name(1, 4, MiB, ".gz")
     gz(wal_dir, bad, MiB - 8192)
-    with caplog.at_level(logging.WARNING, logger="walfast.segments"):
+    with caplog.at_level(logging.WARNING, logger="walfast.waldir.scan"):
         assert find_streaming_start(wal_dir, MiB) == (4 * MiB, 1)
     assert warnings_of(caplog) == [
         f'compressed segment file "{bad}" has incorrect uncompressed size {MiB - 8192}, skipping']
@@ -278,7 +273,7 @@ def test_gz_with_wrong_isize_is_skipped(wal_dir, caplog):
 def test_gz_too_short_is_skipped(wal_dir, content, caplog):
     bad = name(1, 4, MiB, ".gz")
     (wal_dir / bad).write_bytes(content)
-    with caplog.at_level(logging.WARNING, logger="walfast.segments"):
+    with caplog.at_level(logging.WARNING, logger="walfast.waldir.scan"):
         assert find_streaming_start(wal_dir, MiB) is None
     assert len(warnings_of(caplog)) == 1 and bad in warnings_of(caplog)[0]
 
@@ -305,7 +300,7 @@ def test_lz4_without_lz4_module_is_skipped(wal_dir, monkeypatch, caplog):
     lz = name(1, 4, MiB, ".lz4")
     (wal_dir / lz).write_bytes(b"\x04\x22\x4d\x18")
     sparse(wal_dir, name(1, 4, MiB, ".lz4.partial"), 0)  # partials need no lz4
-    with caplog.at_level(logging.WARNING, logger="walfast.segments"):
+    with caplog.at_level(logging.WARNING, logger="walfast.waldir.scan"):
         assert find_streaming_start(wal_dir, MiB) == (4 * MiB, 1)
     (msg,) = warnings_of(caplog)
     assert lz in msg and "LZ4 support is missing" in msg
@@ -373,7 +368,7 @@ def test_lz4_uncompressed_size_is_checked(wal_dir, fake_lz4, frames, ok, caplog)
     sparse(wal_dir, name(1, 3, MiB), MiB)
     lz = name(1, 4, MiB, ".lz4")
     (wal_dir / lz).write_bytes(b"".join(_fake_frame(n) for n in frames))
-    with caplog.at_level(logging.WARNING, logger="walfast.segments"):
+    with caplog.at_level(logging.WARNING, logger="walfast.waldir.scan"):
         result = find_streaming_start(wal_dir, MiB)
     if ok:
         assert result == (5 * MiB, 1)
@@ -392,7 +387,7 @@ def test_lz4_decoding_error_is_skipped(wal_dir, fake_lz4, content, caplog):
     sparse(wal_dir, name(1, 3, MiB), MiB)
     lz = name(1, 4, MiB, ".lz4")
     (wal_dir / lz).write_bytes(content)
-    with caplog.at_level(logging.WARNING, logger="walfast.segments"):
+    with caplog.at_level(logging.WARNING, logger="walfast.waldir.scan"):
         assert find_streaming_start(wal_dir, MiB) == (4 * MiB, 1)
     (msg,) = warnings_of(caplog)
     assert msg.startswith(f'could not decompress file "{lz}": ')
@@ -588,6 +583,7 @@ def test_check_directory_not_writable_via_access(tmp_path, monkeypatch):
 def test_own_files_are_the_modules_file_names():
     """OWN_FILES (what listings comparing with pg_receivewal leave out) names
     exactly the files walfast's modules write next to the WAL."""
-    from walfast import identity, progress, resume
+    from walfast.monitor import progress
+    from walfast.waldir import identity, resume
 
-    assert segments.OWN_FILES == {identity.IDENTITY_FILE, resume.BOOT_FILE, progress.FILE_NAME}
+    assert OWN_FILES == {identity.IDENTITY_FILE, resume.BOOT_FILE, progress.FILE_NAME}

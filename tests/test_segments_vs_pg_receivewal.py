@@ -25,8 +25,8 @@ import pytest
 import zstandard
 
 from walfast.lsn import parse_lsn, segment_file_name
-from walfast.protocol import connect, identify_system
-from walfast.segments import find_streaming_start
+from walfast.replication.commands import connect, identify_system
+from walfast.waldir.scan import find_streaming_start
 
 MiB = 1 << 20
 _START_RE = re.compile(r"starting log streaming at ([0-9A-F]+/[0-9A-F]+) \(timeline (\d+)\)")

@@ -13,9 +13,9 @@ import pytest
 
 from receivers import clean_env, run_cli, wait_streaming, wait_until
 from walfast import encode_status_update, pg_time_now
-from walfast import progress as P
+from walfast.monitor import progress as P
 from walfast.lsn import format_lsn, parse_lsn
-from walfast.status import CatchUpBar
+from walfast.monitor.extras import CatchUpBar
 
 PG_EPOCH = 946684800  # 2000-01-01 00:00:00 UTC in Unix seconds
 

@@ -32,7 +32,7 @@ from receivers import (
     wait_until,
     wal_files,
 )
-from walfast import segments
+from walfast.waldir.directory import OWN_FILES
 from walfast.lsn import format_lsn, history_file_name, parse_lsn
 
 
@@ -218,7 +218,7 @@ def test_timeline_the_server_does_not_have(pg_cluster, procs, tmp_path):
     # Only walfast's own records were added (progress state, identity, boot
     # record), no WAL file was created or changed.
     assert {n: b for n, b in after.items() if n in before} == before
-    assert set(after) - set(before) <= segments.OWN_FILES
+    assert set(after) - set(before) <= OWN_FILES
     assert not START_RE.search(err)
 
 

@@ -5,7 +5,8 @@ import struct
 
 import pytest
 
-from walfast import encode_status_update, pg_time_now, walrcv
+from walfast import encode_status_update, pg_time_now
+from walfast.replication import walrcv
 from walfast.errors import WalfastError
 from walfast.lsn import parse_lsn, segment_start
 

@@ -14,6 +14,7 @@ Hierarchy::
     ├── WalPageError         a received WAL page header is not what it must be
     ├── ServerMismatchError  system identifier / segment size / timeline disagree
     ├── TimelineError        an impossible timeline switch
+    ├── ConnectionLostError  the connection to the server failed or was cut
     └── SegmentError         (also an OSError) a segment file cannot be used
 """
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 from walfast.lsn import format_lsn
 
 __all__ = [
+    "ConnectionLostError",
     "ProtocolError",
     "SegmentError",
     "ServerMismatchError",
@@ -100,6 +102,12 @@ class ServerMismatchError(WalfastError):
 
 class TimelineError(WalfastError):
     """The server reported a timeline switch that cannot be followed."""
+
+
+class ConnectionLostError(WalfastError):
+    """The connection to the server failed, or ended in the middle of the
+    stream: the message is libpq's or the server's (as pg_receivewal prints
+    it).  The receive loop reconnects after it unless ``-n`` was given."""
 
 
 class SegmentError(WalfastError, OSError):

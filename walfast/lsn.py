@@ -9,13 +9,17 @@ this module turns them into and out of PostgreSQL's text forms:
   then the segment number split into "log" and "seg" parts, which depend on
   the segment size.  Nothing here assumes 16 MiB.
 * timeline history files ``TTTTTTTT.history``.
+* the names a WAL directory holds (:func:`parse_wal_file_name`): the one
+  place that recognises a WAL file name with its suffixes.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 __all__ = [
+    "WalFileName",
     "MAX_SEGMENT_SIZE",
     "MIN_SEGMENT_SIZE",
     "format_lsn",
@@ -24,6 +28,7 @@ __all__ = [
     "parse_history_file_name",
     "parse_lsn",
     "parse_segment_file_name",
+    "parse_wal_file_name",
     "segment_file_name",
     "segment_offset",
     "segment_start",
@@ -36,6 +41,11 @@ MAX_SEGMENT_SIZE = 1 << 30
 
 _LSN_RE = re.compile(r"([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})")
 _SEGMENT_RE = re.compile(r"([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})")
+#: A segment file name with what may follow it in a WAL directory: a
+#: compression suffix (pg_receivewal's .gz and .lz4, walfast's .zst), then
+#: .partial, then .tmp.
+_WAL_FILE_RE = re.compile(
+    r"([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})(\.gz|\.lz4|\.zst)?(\.partial)?(\.tmp)?")
 _HISTORY_RE = re.compile(r"([0-9A-F]{8})\.history")
 
 
@@ -135,3 +145,44 @@ def parse_history_file_name(name: str) -> int:
     if m is None or int(m.group(1), 16) == 0:
         raise ValueError(f'"{name}" is not a timeline history file name')
     return int(m.group(1), 16)
+
+
+@dataclass(frozen=True)
+class WalFileName:
+    """A name of a WAL segment file as it stands in a WAL directory.
+
+    ``base`` is the 24-character segment name; ``compression`` the suffix
+    (``""``, ``".gz"``, ``".lz4"``, ``".zst"``); ``partial`` and ``temporary``
+    tell whether ``.partial`` and ``.tmp`` follow.  pg_receivewal's
+    ``IsXLogFileName``/``IsPartialXLogFileName``/``IsCompressXLogFileName``
+    accept the names without ``.tmp`` (and ``.zst`` is walfast's own).
+    """
+
+    base: str
+    compression: str
+    partial: bool
+    temporary: bool
+
+    @property
+    def plain(self) -> bool:
+        """Uncompressed, not temporary: a file whose bytes are the segment's."""
+        return not self.compression and not self.temporary
+
+    @property
+    def complete(self) -> bool:
+        """A completed segment: neither ``.partial`` nor ``.tmp``."""
+        return not self.partial and not self.temporary
+
+    def position(self, segment_size: int) -> tuple[int, int]:
+        """``(timeline, segno)`` (:func:`parse_segment_file_name`)."""
+        return parse_segment_file_name(self.base, segment_size)
+
+
+def parse_wal_file_name(name: str) -> WalFileName | None:
+    """The parts of a WAL segment file name (completed, ``.partial``,
+    compressed, ``.tmp``), or None for any other name."""
+    m = _WAL_FILE_RE.fullmatch(name)
+    if m is None:
+        return None
+    return WalFileName(base=name[:24], compression=m.group(4) or "",
+                       partial=m.group(5) is not None, temporary=m.group(6) is not None)

@@ -25,10 +25,14 @@ from pathlib import Path
 import psycopg
 from psycopg import pq
 
-from walfast import _core, identity, progress, protocol, resume, segments
-from walfast.compressor import CompressWorker
-from walfast._libpq import psycopg_libpq_path
-from walfast.compression import CompressionSpec
+from walfast import _core
+from walfast.monitor import progress
+from walfast.replication import commands as protocol
+from walfast.replication.libpq import psycopg_libpq_path
+from walfast.waldir import identity, resume, scan as segments
+from walfast.waldir.codecs import CompressionSpec
+from walfast.waldir.compressor import CompressWorker
+from walfast.waldir.directory import write_history_file
 from walfast.errors import TimelineError, WalfastError
 from walfast.lsn import format_lsn, history_file_name, parse_lsn, segment_start
 
@@ -338,7 +342,7 @@ def _fetch_history(
             f"walfast cannot stream timeline {timeline} from this server; connect to the server "
             f'that has it, or, if "{directory}" holds WAL of another history, use another '
             "directory") from None
-    segments.write_history_file(directory, timeline, content, sync=sync, mode=file_mode)
+    write_history_file(directory, timeline, content, sync=sync, mode=file_mode)
     log.debug("wrote timeline history file %s", name)
 
 

@@ -24,12 +24,12 @@ from typing import Any
 import lz4.frame  # type: ignore[import-untyped]
 import zstandard
 
-from walfast import segments
+from walfast.waldir.directory import OWN_FILES
 from walfast.cluster import Cluster, make_tls_files
 from walfast.lsn import format_lsn, parse_lsn, segment_file_name
 
 #: walfast's own files in its output directory (not WAL: not checked).
-WALFAST_FILES = segments.OWN_FILES
+WALFAST_FILES = OWN_FILES
 
 #: File-name suffix of a completed segment, per output kind.
 SUFFIX = {"": "", "gzip": ".gz", "lz4": ".lz4", "zstd": ".zst"}

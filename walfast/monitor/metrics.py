@@ -32,12 +32,12 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from walfast.errors import WalfastError
-from walfast.progress import FLUSH_BUCKETS_US, STATES, ProgressStateError, read_progress
+from walfast.monitor.progress import FLUSH_BUCKETS_US, STATES, ProgressStateError, read_progress
 
 __all__ = ["PREFIX", "MetricsServer", "ProgressCollector", "parse_address"]
 
 PREFIX = "walfast_wal_receiver"
-log = logging.getLogger("walfast.metrics")
+log = logging.getLogger(__name__)
 
 
 class ProgressCollector(Collector):

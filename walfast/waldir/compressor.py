@@ -1,4 +1,4 @@
-"""Compressed segment files: the encoders and the worker thread that writes them.
+"""Compressed segment files: the worker thread that writes them.
 
 The receive loop never compresses.  :class:`walfast._core.SegmentWriter`
 (with ``sink=``) checks the WAL and copies it into a bounded
@@ -51,178 +51,14 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-import zlib
 from collections.abc import Callable, Iterator
-from typing import Protocol
-
-import lz4.frame  # type: ignore[import-untyped]
-import zstandard
 
 from walfast import _core
-from walfast.compression import CompressionSpec
 from walfast.errors import WalfastError
 from walfast.lsn import format_lsn, segment_file_name
+from walfast.waldir.codecs import CompressionSpec, Encoder, decoded_length, new_encoder
 
-__all__ = ["CompressWorker", "Encoder", "decoded_length", "new_encoder"]
-
-#: Bytes read per step when measuring an existing compressed file.
-_READ_CHUNK = 256 << 10
-
-
-class Encoder(Protocol):
-    """One compressed stream (one file)."""
-
-    def begin(self) -> bytes: ...
-    def compress(self, data: memoryview) -> bytes: ...
-    def sync_flush(self) -> bytes: ...
-    def finish(self) -> bytes: ...
-
-
-class _GzipEncoder:
-    def __init__(self, level: int | None) -> None:
-        # wbits 31 = deflate with the gzip wrapper (mtime 0, OS 3), the
-        # header gzdopen()+gzwrite() produce.
-        self._z = zlib.compressobj(
-            zlib.Z_DEFAULT_COMPRESSION if level is None else level, zlib.DEFLATED, 31)
-
-    def begin(self) -> bytes:
-        return b""
-
-    def compress(self, data: memoryview) -> bytes:
-        return self._z.compress(data)
-
-    def sync_flush(self) -> bytes:
-        return self._z.flush(zlib.Z_SYNC_FLUSH)
-
-    def finish(self) -> bytes:
-        return self._z.flush(zlib.Z_FINISH)
-
-
-class _Lz4Encoder:
-    def __init__(self, level: int | None) -> None:
-        self._ctx = lz4.frame.create_compression_context()
-        self._level = 0 if level is None else level
-
-    def begin(self) -> bytes:
-        # pg_receivewal passes NULL preferences to LZ4F_compressBegin: the
-        # library defaults, spelled out here.
-        header: bytes = lz4.frame.compress_begin(
-            self._ctx, source_size=0, compression_level=self._level,
-            block_size=lz4.frame.BLOCKSIZE_MAX64KB, content_checksum=False,
-            block_linked=True, auto_flush=False)
-        return header
-
-    def compress(self, data: memoryview) -> bytes:
-        out: bytes = lz4.frame.compress_chunk(self._ctx, data)
-        return out
-
-    def sync_flush(self) -> bytes:
-        out: bytes = lz4.frame.compress_flush(self._ctx, end_frame=False)
-        return out
-
-    def finish(self) -> bytes:
-        out: bytes = lz4.frame.compress_flush(self._ctx, end_frame=True)
-        return out
-
-
-class _ZstdEncoder:
-    def __init__(self, level: int | None) -> None:
-        cctx = zstandard.ZstdCompressor(level=3 if level is None else level)
-        self._z = cctx.compressobj()
-
-    def begin(self) -> bytes:
-        return b""
-
-    def compress(self, data: memoryview) -> bytes:
-        return self._z.compress(data)
-
-    def sync_flush(self) -> bytes:
-        return self._z.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
-
-    def finish(self) -> bytes:
-        return self._z.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH)
-
-
-def new_encoder(spec: CompressionSpec) -> Encoder:
-    """A fresh compressed stream for *spec*."""
-    if spec.method == "gzip":
-        return _GzipEncoder(spec.level)
-    if spec.method == "lz4":
-        return _Lz4Encoder(spec.level)
-    if spec.method == "zstd":
-        return _ZstdEncoder(spec.level)
-    raise ValueError(f"unknown compression method {spec.method!r}")
-
-
-class _Decompressor(Protocol):
-    @property
-    def eof(self) -> bool: ...
-    @property
-    def unused_data(self) -> bytes: ...
-
-    def decompress(self, data: bytes) -> bytes: ...
-
-
-def _new_decompressor(method: str) -> _Decompressor:
-    if method == "gzip":
-        return zlib.decompressobj(31)
-    if method == "lz4":
-        d: _Decompressor = lz4.frame.LZ4FrameDecompressor()
-        return d
-    if method == "zstd":
-        return zstandard.ZstdDecompressor().decompressobj()
-    raise ValueError(f"unknown compression method {method!r}")
-
-
-def _decompress_all(d: _Decompressor, data: bytes) -> int:
-    """Feed *data*; return how many bytes came out.  lz4's decoder returns
-    only part of a flushed block unless given an output size (and then asked
-    again), so it is driven with max_length until it needs more input."""
-    if isinstance(d, lz4.frame.LZ4FrameDecompressor):
-        n = len(d.decompress(data, max_length=_READ_CHUNK))
-        while not d.eof and not d.needs_input:
-            n += len(d.decompress(b"", max_length=_READ_CHUNK))
-        return n
-    return len(d.decompress(data))
-
-
-def _decoded_chunks(path: str, method: str, limit: int) -> Iterator[int]:
-    """Sizes of the uncompressed pieces of *path*, read as concatenated
-    members/frames of *method*; stops once more than *limit* bytes came out.
-    Raises the codec's error on damaged input (after yielding the sizes
-    before it)."""
-    total = 0
-    d = _new_decompressor(method)
-    with open(path, "rb") as f:
-        while total <= limit:
-            data = f.read(_READ_CHUNK)
-            if not data:
-                return
-            while data:
-                n = _decompress_all(d, data)
-                total += n
-                yield n
-                if not d.eof:
-                    break
-                data = d.unused_data      # the next member / frame
-                d = _new_decompressor(method)
-
-
-def decoded_length(path: str, method: str, limit: int, *, tolerant: bool = False) -> int:
-    """Uncompressed size of the compressed file *path* (or some value above
-    *limit* once it is known to exceed it).  With *tolerant*, damaged or
-    truncated data ends the count instead of raising: the result is the
-    length of the decodable prefix.  A missing file has length 0."""
-    total = 0
-    try:
-        for n in _decoded_chunks(path, method, limit):
-            total += n
-    except FileNotFoundError:
-        return 0
-    except (zlib.error, RuntimeError, EOFError, ValueError, zstandard.ZstdError):
-        if not tolerant:
-            raise
-    return total
+__all__ = ["CompressWorker"]
 
 
 class CompressWorker:

@@ -34,7 +34,7 @@ from pathlib import Path
 from walfast._version import __version__
 from walfast.errors import ServerMismatchError
 from walfast.lsn import is_valid_segment_size
-from walfast.segments import StrPath, write_file_durably
+from walfast.waldir.durable import StrPath, write_file_durably
 
 __all__ = [
     "IDENTITY_FILE",

@@ -45,11 +45,13 @@ from types import FrameType
 
 import psycopg
 
-from walfast import __version__, protocol
-from walfast.compression import CompressionSpec, parse_compress_option
+from walfast import __version__
+from walfast.cli.compress_option import parse_compress_option
 from walfast.errors import WalfastError
-from walfast.segments import check_directory
-from walfast.status import ReceiveExtras
+from walfast.monitor.extras import ReceiveExtras
+from walfast.replication import commands as protocol
+from walfast.waldir.codecs import CompressionSpec
+from walfast.waldir.directory import check_directory
 from walfast.stream import (
     NOTICE,
     ReceiveOutcome,

@@ -67,7 +67,7 @@ __all__ = [
     "wal_segment_size",
 ]
 
-logger = logging.getLogger("walfast.protocol")
+logger = logging.getLogger(__name__)
 
 #: ``SHOW wal_segment_size`` needs a PostgreSQL 10 walsender.
 MIN_SERVER_VERSION = 100000

@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 from psycopg import pq
 
-from walfast import protocol
+from walfast.replication import commands as protocol
 from walfast.errors import WalfastError
 
 __all__ = ["WalReceiverConnection", "connect"]

@@ -70,7 +70,7 @@ from pathlib import Path
 
 from walfast.errors import partial_size_error
 from walfast.lsn import format_lsn, parse_segment_file_name, segment_file_name
-from walfast.segments import StrPath, write_file_durably
+from walfast.waldir.durable import StrPath, write_file_durably
 
 __all__ = [
     "BOOT_FILE",
@@ -80,7 +80,7 @@ __all__ = [
     "resume_position",
 ]
 
-log = logging.getLogger("walfast.resume")
+log = logging.getLogger(__name__)
 
 #: The boot record's name in the target directory.
 BOOT_FILE = "walfast.boot"

@@ -1,43 +1,16 @@
-"""Compressed segment output (``-Z/--compress``): the shared definitions.
+"""``-Z/--compress METHOD[:DETAIL]``: pg_receivewal's parsing and validation.
 
-pg_receivewal writes ``NAME.gz`` / ``NAME.lz4`` (and ``.gz.partial`` /
-``.lz4.partial`` while a segment is incomplete); walfast also writes
-``NAME.zst``, which pg_receivewal rejects.  This module holds the
-specification the command line produces and the stream consumes.
+The command line's part of compressed output; what the value means for the
+files (:class:`walfast.waldir.codecs.CompressionSpec`) belongs to the WAL
+directory.  Messages are PostgreSQL 16-18's.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from walfast.waldir.codecs import CompressionSpec, Method
 
-__all__ = ["CompressionSpec", "SUFFIXES", "parse_compress_option"]
+__all__ = ["parse_compress_option"]
 
-Method = Literal["gzip", "lz4", "zstd"]
-
-#: File-name suffix per method, as pg_receivewal names them (zstd: walfast only).
-SUFFIXES: dict[str, str] = {"gzip": ".gz", "lz4": ".lz4", "zstd": ".zst"}
-
-
-@dataclass(frozen=True)
-class CompressionSpec:
-    """How completed and partial segments are compressed.
-
-    *level* None means the method's default level (as pg_receivewal when no
-    level is given).
-    """
-
-    method: Method
-    level: int | None = None
-
-    @property
-    def suffix(self) -> str:
-        return SUFFIXES[self.method]
-
-
-# --------------------------------------------------------------------------- #
-# -Z/--compress: pg_receivewal's parsing and validation
-# --------------------------------------------------------------------------- #
 
 _METHODS: dict[str, Method] = {"gzip": "gzip", "lz4": "lz4", "zstd": "zstd"}
 

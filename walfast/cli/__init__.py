@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from walfast import __version__, receivewal
+from walfast import __version__
 
 PROG = "walfast"
 
@@ -61,13 +61,15 @@ def _fail(message: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["receive"]:
+        from walfast.cli import receivewal
+
         return receivewal.run_frontend(argv[1:], receivewal.RECEIVE_FRONTEND)
     if argv[:1] == ["demo"]:
-        from walfast import demo
+        from walfast.cli import demo
 
         return demo.main(argv[1:])
     if argv[:1] in (["status"], ["wait"]):
-        from walfast import status
+        from walfast.monitor import status
 
         return status.main(argv)
     parser = build_parser()
@@ -80,6 +82,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     return _fail(f"unknown command {args.command!r}")  # pragma: no cover (all dispatched above)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

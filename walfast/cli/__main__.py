@@ -1,0 +1,7 @@
+"""``python -m walfast.cli``: the ``walfast`` command."""
+
+import sys
+
+from walfast.cli import main
+
+sys.exit(main())

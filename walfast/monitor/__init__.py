@@ -1,0 +1,8 @@
+"""The receiver's shared progress state and its readers.
+
+:mod:`~walfast.monitor.progress` defines the state's reader (the compiled
+engine writes it); ``walfast status`` and ``walfast wait``
+(:mod:`~walfast.monitor.status`), the Prometheus endpoint
+(:mod:`~walfast.monitor.metrics`) and the catch-up bar
+(:mod:`~walfast.monitor.extras`) read it without talking to the receiver.
+"""
