@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from receivers import clean_env
-from walfast.waldir.directory import OWN_FILES
+from walfast.waldir.layout import STATE_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -120,9 +120,9 @@ def read_segment(path: Path) -> bytes:
     return data
 
 
-#: walfast's own files in an output directory (pg_receivewal ignores them,
-#: so they are left out when listings are compared).
-WALFAST_FILES = OWN_FILES
+#: walfast's own state directory (pg_receivewal and Barman ignore it, so it
+#: is left out when listings are compared).
+WALFAST_FILES = frozenset({STATE_DIR})
 
 
 def listing(directory: Path) -> list[str]:

@@ -19,10 +19,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 
-from walfast.lsn import format_lsn, parse_lsn, parse_segment_file_name
+from walfast.lsn import format_lsn, parse_lsn, parse_segment_file_name, parse_wal_file_name
 
 #: WAL segment files a receiver writes: completed or ``.partial``.
-WAL_FILE_RE = re.compile(r"^[0-9A-F]{24}(\.partial)?$")
 START_RE = re.compile(r"starting log streaming at ([0-9A-F]+/[0-9A-F]+) \(timeline (\d+)\)")
 
 #: Environment variables that could point the programs at another server.
@@ -165,8 +164,10 @@ def pg_wal_range(cluster, name: str, offset: int, length: int) -> bytes:
 # --------------------------------------------------------------------------- #
 
 def wal_files(directory: Path) -> list[str]:
-    """Names of the segment files in *directory* (completed and .partial)."""
-    return sorted(p.name for p in directory.iterdir() if WAL_FILE_RE.match(p.name))
+    """Names of the uncompressed segment files in *directory* (completed
+    and .partial)."""
+    return sorted(p.name for p in directory.iterdir()
+                  if (wal := parse_wal_file_name(p.name)) is not None and wal.plain)
 
 
 def completed_files(directory: Path) -> list[str]:

@@ -34,7 +34,7 @@ from walfast import SegmentWriter, _core
 from walfast.waldir.codecs import SUFFIXES, CompressionSpec, DecodeError, decoded_length
 from walfast.waldir.compressor import CompressWorker
 from walfast.lsn import format_lsn, parse_lsn, segment_file_name
-from walfast.waldir.directory import OWN_FILES
+from walfast.waldir.layout import STATE_DIR
 from walfast.waldir.scan import find_streaming_start
 from walfast.stream import ReceiveOutcome, StreamOptions, stream_once
 
@@ -48,9 +48,9 @@ METHODS = ["gzip", "lz4", "zstd"]
 
 
 def _wal_files(directory: Path) -> list[str]:
-    """The directory's file names but walfast's own (identity, boot record,
-    progress state), which pg_receivewal ignores."""
-    return sorted(n for n in os.listdir(directory) if n not in OWN_FILES)
+    """The directory's names but walfast's state directory, which
+    pg_receivewal ignores."""
+    return sorted(n for n in os.listdir(directory) if n != STATE_DIR)
 
 def decompress(data: bytes, method: str) -> bytes:
     """All complete members/frames of *data* (strict: damaged data raises)."""

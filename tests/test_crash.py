@@ -28,8 +28,8 @@ from receivers import (
 from wal_synth import SYSID, make_wal
 from walfast import SegmentError, SegmentWriter
 from walfast.lsn import format_lsn, parse_lsn
-from walfast.waldir.resume import BOOT_FILE, current_boot_id, last_valid_page, note_boot, \
-    resume_position
+from walfast.waldir.layout import BOOT, STATE_DIR, state_file
+from walfast.waldir.resume import current_boot_id, last_valid_page, note_boot, resume_position
 
 MB = 1 << 20
 P = 8192
@@ -141,18 +141,18 @@ def test_boot_record(tmp_path):
     (tmp_path / "000000020000000000000007.partial").write_bytes(b"")
     (tmp_path / "00000002.history").write_bytes(b"")
     assert note_boot(tmp_path, MB) == 7
-    record = json.loads((tmp_path / BOOT_FILE).read_text())
+    record = json.loads(state_file(tmp_path, BOOT).read_text())
     assert record == {"boot_id": current_boot_id(), "untrusted_through_segno": 7}
     # Files created later in this boot are trusted: the record stays.
     (tmp_path / "000000020000000000000009.partial").write_bytes(b"")
     assert note_boot(tmp_path, MB) == 7
     # Another boot wrote the record: everything present now is suspect.
     record["boot_id"] = "00000000-0000-0000-0000-000000000000"
-    (tmp_path / BOOT_FILE).write_text(json.dumps(record))
+    state_file(tmp_path, BOOT).write_text(json.dumps(record))
     assert note_boot(tmp_path, MB) == 9
-    (tmp_path / BOOT_FILE).write_text("garbage")
+    state_file(tmp_path, BOOT).write_text("garbage")
     assert note_boot(tmp_path, MB) == 9
-    assert not (tmp_path / (BOOT_FILE + ".tmp")).exists()
+    assert sorted(os.listdir(tmp_path / STATE_DIR)) == [BOOT]
 
 
 def test_empty_directory_trusts_everything_later(tmp_path):

@@ -17,8 +17,8 @@ import pytest
 from receivers import holds_wal, small_commit, wait_streaming, wait_until, wal_files
 from wal_synth import SYSID, make_wal
 from walfast import ServerMismatchError
-from walfast.waldir.identity import IDENTITY_FILE, DirectoryIdentity, check_and_record, read_identity
-from walfast.monitor.progress import FILE_NAME as PROGRESS_FILE
+from walfast.waldir.identity import DirectoryIdentity, check_and_record, read_identity
+from walfast.waldir.layout import IDENTITY, PROGRESS, STATE_DIR, state_file
 
 MB = 1 << 20
 P = 8192
@@ -26,10 +26,12 @@ SERVER = DirectoryIdentity(SYSID, MB, P)
 
 
 def _snapshot(d: Path) -> dict[str, bytes]:
-    """Every file's content, but the progress state: each run (even a
-    refused one) takes the directory's lock and state file first, so that
-    two receivers never check and write one directory at once."""
-    return {p.name: p.read_bytes() for p in sorted(d.iterdir()) if p.name != PROGRESS_FILE}
+    """Every file's content (walfast's state directory included), but the
+    progress state: each run (even a refused one) takes the directory's
+    lock and state file first, so that two receivers never check and write
+    one directory at once."""
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*"))
+            if p.is_file() and p != state_file(d, PROGRESS)}
 
 
 # --------------------------------------------------------------------------- #
@@ -39,8 +41,10 @@ def _snapshot(d: Path) -> dict[str, bytes]:
 @pytest.mark.parametrize("sync", [True, False])
 def test_first_run_records_identity(tmp_path, sync):
     check_and_record(tmp_path, SERVER, sync=sync, mode=0o640)
-    assert os.listdir(tmp_path) == [IDENTITY_FILE]
-    path = tmp_path / IDENTITY_FILE
+    assert os.listdir(tmp_path) == [STATE_DIR]
+    assert os.listdir(tmp_path / STATE_DIR) == [IDENTITY]
+    assert (tmp_path / STATE_DIR).stat().st_mode & 0o777 == 0o750
+    path = state_file(tmp_path, IDENTITY)
     assert path.stat().st_mode & 0o777 == 0o640
     data = json.loads(path.read_text())
     assert data["system_identifier"] == str(SYSID)
@@ -65,7 +69,7 @@ def test_recorded_identity_mismatch_refused(tmp_path, other, words):
     with pytest.raises(ServerMismatchError) as ei:
         check_and_record(tmp_path, other)
     msg = str(ei.value)
-    assert f'"{tmp_path / IDENTITY_FILE}" records' in msg
+    assert f'"{state_file(tmp_path, IDENTITY)}" records' in msg
     for w in words:
         assert w in msg
     assert "use an empty directory for this server" in msg
@@ -73,10 +77,11 @@ def test_recorded_identity_mismatch_refused(tmp_path, other, words):
 
 
 def test_damaged_identity_file_is_not_overwritten(tmp_path):
-    (tmp_path / IDENTITY_FILE).write_text("{not json")
+    (tmp_path / STATE_DIR).mkdir()
+    state_file(tmp_path, IDENTITY).write_text("{not json")
     with pytest.raises(ServerMismatchError, match="is damaged or was written by another program"):
         check_and_record(tmp_path, SERVER)
-    assert (tmp_path / IDENTITY_FILE).read_text() == "{not json"
+    assert state_file(tmp_path, IDENTITY).read_text() == "{not json"
 
 
 def test_directory_without_identity_checked_through_its_wal(tmp_path):
@@ -104,7 +109,7 @@ def test_segment_size_seen_in_wal(tmp_path):
     with pytest.raises(ServerMismatchError, match="WAL segment size 16 MB, but the server has "
                                                   "WAL segment size 1 MB"):
         check_and_record(tmp_path, SERVER)
-    assert not (tmp_path / IDENTITY_FILE).exists()
+    assert not state_file(tmp_path, IDENTITY).exists()
 
 
 # --------------------------------------------------------------------------- #
@@ -136,7 +141,7 @@ def test_other_clusters_directory_refused(pg_cluster_factory, procs, tmp_path):
     err = wrong.stderr()
     assert "Traceback" not in err and err.count("\n") == 1, err
     assert err.startswith(f'walfast: error: directory "{d}" holds WAL that does not fit this '
-                          f'server: "{d / IDENTITY_FILE}" records system identifier {sysid_a}, '
+                          f'server: "{state_file(d, IDENTITY)}" records system identifier {sysid_a}, '
                           f"WAL segment size 1 MB, but the server has system identifier "
                           f"{sysid_b}, WAL segment size 2 MB.")
     assert _snapshot(d) == before, "the directory was changed"

@@ -30,7 +30,7 @@ def test_layout_offsets_are_the_documented_ones(tmp_path):
              segment_size=16 * MB, receive_start_lsn=0x0102030405060708,
              receive_start_tli=0x31, sync=True, report_flush=True, slot_name="slot_a",
              sender_host="db.example", sender_port=0x1234, reconnects=7)
-    raw = (tmp_path / P.FILE_NAME).read_bytes()
+    raw = P.state_path(tmp_path).read_bytes()
     assert len(raw) == P.SIZE == 664
     assert raw[:8] == b"WALFPROG"
     le = "<" if sys.byteorder == "little" else ">"
@@ -79,7 +79,7 @@ def test_stale_file_is_not_running_and_can_be_taken_over(tmp_path):
 def test_receiver_killed_mid_update_leaves_a_readable_takeover(tmp_path):
     s = P.create_state(tmp_path)
     s.close()
-    path = tmp_path / P.FILE_NAME
+    path = P.state_path(tmp_path)
     raw = bytearray(path.read_bytes())
     raw[16] |= 1                      # seq odd: died between begin and end
     path.write_bytes(bytes(raw))
@@ -114,7 +114,7 @@ def test_torn_or_foreign_images_are_rejected(tmp_path):
         P.parse_progress(bytes(odd))
     with pytest.raises(P.ProgressStateError, match="not a walfast progress state"):
         P.parse_progress(b"x" * 664)
-    (tmp_path / P.FILE_NAME).write_bytes(b"NOTOURS!" + bytes(656))
+    P.state_path(tmp_path).write_bytes(b"NOTOURS!" + bytes(656))
     with pytest.raises(P.ProgressStateError, match="not a walfast progress state"):
         P.read_progress(tmp_path)
 
@@ -184,7 +184,7 @@ def test_reader_sees_monotonic_consistent_snapshots(pg_cluster, tmp_path, procs)
     r = procs.walfast("-D", str(out), "-d", cluster.conninfo(), "-S", "watched",
                       "--synchronous", "-n")
     wait_streaming(cluster, ["walfast"], [r])
-    wait_until(lambda: (out / P.FILE_NAME).exists(), "the progress state", procs=[r])
+    wait_until(lambda: P.state_path(out).exists(), "the progress state", procs=[r])
     reader = _start_reader(out, 12, os.getcwd())
     for _ in range(4):
         cluster.generate_wal(3 * seg)

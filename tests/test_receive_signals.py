@@ -6,7 +6,7 @@ import time
 import pytest
 
 from receivers import wait_until
-from walfast.waldir.directory import OWN_FILES
+from walfast.waldir.layout import STATE_DIR
 
 MB = 1 << 20
 
@@ -22,7 +22,7 @@ def test_signal_while_busy(pg_cluster_factory, tmp_path, procs, signum):
     r = procs.walfast("-D", str(out), "-d", cluster.conninfo(), "-S", "busy", "--synchronous",
                       "-n", "-v")
     def segments():
-        return [p for p in out.iterdir() if p.name not in OWN_FILES]
+        return [p for p in out.iterdir() if p.name != STATE_DIR]
 
     wait_until(lambda: len(segments()) >= 20 or not r.alive(), "20 segments received")
     assert r.alive(), r.stderr()

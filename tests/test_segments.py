@@ -16,7 +16,7 @@ import pytest
 
 from walfast.errors import ServerMismatchError, WalfastError
 from walfast.lsn import segment_file_name
-from walfast.waldir.directory import OWN_FILES, check_directory, write_history_file
+from walfast.waldir.directory import check_directory, write_history_file
 from walfast.waldir.durable import durable_rename, fsync_dir
 from walfast.waldir.scan import find_streaming_start
 
@@ -578,12 +578,3 @@ def test_check_directory_not_writable_via_access(tmp_path, monkeypatch):
     assert ei.value.filename == str(tmp_path)
     assert ei.value.errno == errno.EACCES
     assert ei.value.strerror == "Permission denied"
-
-
-def test_own_files_are_the_modules_file_names():
-    """OWN_FILES (what listings comparing with pg_receivewal leave out) names
-    exactly the files walfast's modules write next to the WAL."""
-    from walfast.monitor import progress
-    from walfast.waldir import identity, resume
-
-    assert OWN_FILES == {identity.IDENTITY_FILE, resume.BOOT_FILE, progress.FILE_NAME}

@@ -63,7 +63,7 @@ def receiver(pg_cluster, tmp_path, procs):
     r = procs.walfast("-D", str(out), "-d", pg_cluster.conninfo(password=SECRET), "-S", "st",
                       "--synchronous", "-n", "-v")
     wait_streaming(pg_cluster, ["walfast"], [r])
-    wait_until(lambda: (out / P.FILE_NAME).exists(), "the progress state", procs=[r])
+    wait_until(lambda: P.state_path(out).exists(), "the progress state", procs=[r])
     return pg_cluster, out, r
 
 
@@ -88,7 +88,7 @@ def test_status_human_and_json(receiver):
     after = run_cli(walfast_cmd("status", str(out)))
     assert f'"{out}": not running (pid {r.pid})' in after.stdout
     # No secret anywhere: state file, status, logs.
-    for text in ((out / P.FILE_NAME).read_bytes().decode("latin-1"), human.stdout,
+    for text in (P.state_path(out).read_bytes().decode("latin-1"), human.stdout,
                  js.stdout, after.stdout, r.stderr()):
         assert SECRET not in text
 
@@ -129,7 +129,7 @@ def test_wait_errors(tmp_path, pg_cluster, procs):
     assert res.returncode == 1 and "no walfast progress state in" in res.stderr
     assert "Traceback" not in res.stderr
     r = procs.walfast("-D", str(tmp_path), "-d", pg_cluster.conninfo(), "--no-sync", "-n")
-    wait_until(lambda: (tmp_path / P.FILE_NAME).exists(), "the progress state", procs=[r])
+    wait_until(lambda: P.state_path(tmp_path).exists(), "the progress state", procs=[r])
     res = run_cli(walfast_cmd("wait", str(tmp_path), "--lsn", "0/1", "--timeout", "5"))
     assert res.returncode == 1 and "runs with --no-sync" in res.stderr
 

@@ -29,7 +29,7 @@ from walfast import _core
 from walfast.monitor import progress
 from walfast.replication import commands as protocol
 from walfast.replication.libpq import psycopg_libpq_path
-from walfast.waldir import identity, resume, scan as segments
+from walfast.waldir import identity, layout, resume, scan as segments
 from walfast.waldir.codecs import CompressionSpec
 from walfast.waldir.compressor import CompressWorker
 from walfast.waldir.directory import write_history_file
@@ -159,6 +159,7 @@ def stream_once(
         file_mode = protocol.file_mode_for(protocol.data_directory_mode(conn))
         # Before anything is written: is this directory this cluster's, and
         # which of its files may hold bytes from before this boot?
+        layout.migrate_legacy_files(options.directory, file_mode=file_mode, sync=options.sync)
         identity.check_and_record(
             options.directory, identity.DirectoryIdentity(info.systemid, segment_size, page_size),
             sync=options.sync, mode=file_mode)
@@ -425,7 +426,8 @@ def receive_to_directory(
     state = None
     try:
         if progress_state:
-            state = progress.create_state(options.directory)
+            layout.migrate_legacy_files(options.directory, sync=options.sync)
+            state = progress.create_state(options.directory, sync=options.sync)
             state.update(sync=options.sync, report_flush=options.report_flush,
                          slot_name=options.slot or "")
     except BaseException:

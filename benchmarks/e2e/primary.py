@@ -24,12 +24,12 @@ from typing import Any
 import lz4.frame  # type: ignore[import-untyped]
 import zstandard
 
-from walfast.waldir.directory import OWN_FILES
+from walfast.waldir.layout import STATE_DIR
 from walfast.cluster import Cluster, make_tls_files
 from walfast.lsn import format_lsn, parse_lsn, segment_file_name
 
-#: walfast's own files in its output directory (not WAL: not checked).
-WALFAST_FILES = OWN_FILES
+#: walfast's own state directory in its output directory (not WAL: not checked).
+WALFAST_FILES = frozenset({STATE_DIR})
 
 #: File-name suffix of a completed segment, per output kind.
 SUFFIX = {"": "", "gzip": ".gz", "lz4": ".lz4", "zstd": ".zst"}

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -285,7 +286,5 @@ def measure(run: Run, primary: Primary, rng: WalRange, workdir: Path, logdir: Pa
 def _remove(directory: Path) -> None:
     """Delete a run's output and make the deletion (and any dirty pages of a
     --no-sync run) settle before the next run starts."""
-    for p in directory.iterdir():
-        p.unlink()
-    directory.rmdir()
+    shutil.rmtree(directory)
     os.sync()

@@ -21,7 +21,9 @@ import time
 from pathlib import Path
 
 from walfast.cluster import Cluster, find_bindir
-from walfast.lsn import format_lsn, parse_lsn, parse_segment_file_name, segment_start
+from walfast.lsn import (
+    format_lsn, parse_lsn, parse_segment_file_name, parse_wal_file_name, segment_start,
+)
 
 __all__ = ["main", "run_demo"]
 
@@ -85,8 +87,9 @@ def run_demo(segment_size_mb: int = 16, wal_mb: int = 256, keep: bool = False) -
             print("    " + line)
 
         # Check: every completed segment is the primary's, byte for byte.
-        # Completed segments only: not .partial, nor walfast.progress.
-        received = sorted(p for p in out.iterdir() if len(p.name) == 24 and "." not in p.name)
+        # Completed segments only: not .partial, nor walfast's state directory.
+        received = sorted(p for p in out.iterdir()
+                          if (wal := parse_wal_file_name(p.name)) and wal.complete and wal.plain)
         nbytes = 0
         for f in received:
             theirs = pg.pg_wal / f.name

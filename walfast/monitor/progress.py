@@ -1,12 +1,12 @@
-"""The receiver's shared progress state: ``walfast.progress`` in the output directory.
+"""The receiver's shared progress state: ``.walfast/progress`` in the WAL directory.
 
 walfast's counterpart of PostgreSQL's ``WalRcvData`` (what
 ``pg_stat_wal_receiver`` shows, and the ``flushedUpto`` the startup process
 waits on).  ``walfast receive`` creates the file once its first connection
 succeeded, maps it shared and keeps it up to date; any process can read it
 without locks and without talking to the receiver (:func:`read_progress`,
-``walfast status``, ``walfast wait``).  pg_receivewal and walfast ignore it
-when scanning the directory (it is not a WAL file name).
+``walfast status``, ``walfast wait``).  It lives in walfast's hidden state
+directory (:mod:`walfast.waldir.layout`), never among the WAL.
 
 Who writes what, and when
 -------------------------
@@ -104,14 +104,13 @@ from pathlib import Path
 
 from walfast import _core
 from walfast.errors import WalfastError
+from walfast.waldir import layout
 
 __all__ = [
-    "FILE_NAME", "FLUSH_BUCKETS_US", "STATES", "ProgressSnapshot", "ProgressStateError",
+    "FLUSH_BUCKETS_US", "STATES", "ProgressSnapshot", "ProgressStateError",
     "create_state", "parse_progress", "read_progress", "state_path",
 ]
 
-#: The state file's name inside the output directory.
-FILE_NAME = "walfast.progress"
 MAGIC = b"WALFPROG"
 VERSION = 1
 SIZE = 664
@@ -134,7 +133,14 @@ class ProgressStateError(WalfastError):
 
 
 def state_path(directory: str | os.PathLike[str]) -> Path:
-    return Path(directory) / FILE_NAME
+    """Where the progress state of WAL directory *directory* is (an earlier
+    walfast, still running, kept it next to the WAL: that file is read
+    when there is no new one)."""
+    path = layout.state_file(directory, layout.PROGRESS)
+    legacy = Path(directory) / "walfast.progress"
+    if not path.exists() and legacy.exists():
+        return legacy
+    return path
 
 
 def pg_time_to_unix(t: int) -> float | None:
@@ -304,7 +310,7 @@ def read_progress(directory: str | os.PathLike[str], *, check_running: bool = Tr
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise ProgressStateError(
-            f'no walfast progress state in "{directory}" ({FILE_NAME} not found): '
+            f'no walfast progress state in "{directory}" ("{path}" not found): '
             "is a walfast receiver writing into this directory?") from None
     try:
         running = _held_by_receiver(fd) if check_running else True
@@ -328,15 +334,18 @@ def read_progress(directory: str | os.PathLike[str], *, check_running: bool = Tr
         os.close(fd)
 
 
-def create_state(directory: str | os.PathLike[str], timeout: float = 2.0) -> _core.ProgressState:
-    """Create (or take over) the state file in *directory* and lock it.
+def create_state(directory: str | os.PathLike[str], *, file_mode: int = 0o600, sync: bool = True,
+                 timeout: float = 2.0) -> _core.ProgressState:
+    """Create (or take over) the progress state of WAL directory *directory*
+    and lock it (a new file gets *file_mode*, as the WAL files).
 
     Raises :class:`ProgressStateError` if another receiver holds it: two
     receivers must not write into one directory.  The lock is retried for
     *timeout* seconds because readers probe it for an instant.
     """
-    path = state_path(directory)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    layout.ensure_state_dir(directory, file_mode=file_mode, sync=sync)
+    path = layout.state_file(directory, layout.PROGRESS)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, file_mode)
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -354,7 +363,7 @@ def create_state(directory: str | os.PathLike[str], timeout: float = 2.0) -> _co
                         pass
                     raise ProgressStateError(
                         f'another walfast receiver{pid} is writing into "{directory}" '
-                        f"(it holds {FILE_NAME}); stop it or use another directory") from None
+                        f'(it holds "{path}"); stop it or use another directory') from None
                 time.sleep(0.01)
         return _core.ProgressState(fd, os.getpid())
     except BaseException:

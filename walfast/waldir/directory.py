@@ -14,11 +14,7 @@ from walfast.errors import ServerMismatchError
 from walfast.lsn import history_file_name
 from walfast.waldir.durable import StrPath, write_file_durably
 
-__all__ = ["OWN_FILES", "check_directory", "write_history_file"]
-
-#: walfast's own files in an output directory, next to the WAL: the
-#: directory identity, the boot record and the progress state.
-OWN_FILES = frozenset({"walfast.identity", "walfast.boot", "walfast.progress"})
+__all__ = ["check_directory", "write_history_file"]
 
 
 def write_history_file(

@@ -1,7 +1,7 @@
 """Directory identity: which cluster's WAL a target directory holds.
 
-The first time walfast writes into a directory it records there, in
-``walfast.identity`` (JSON), the server's system identifier, WAL segment size
+The first time walfast writes into a directory it records, in
+``.walfast/identity`` (JSON, :mod:`walfast.waldir.layout`), the server's system identifier, WAL segment size
 and WAL block size, plus when and by which walfast version.  Every later run
 compares the server it is connected to with that record *before writing
 anything* and refuses, with a message naming both sides, when they differ:
@@ -13,9 +13,6 @@ or by a walfast from before this file existed) is checked through its WAL
 instead: the long page header at the start of the newest uncompressed
 segment file records ``xlp_sysid``, ``xlp_seg_size`` and ``xlp_xlog_blcksz``.
 
-pg_receivewal ignores names that are not WAL file names, so the identity file
-does not stop pg_receivewal from using the same directory.
-
 The file is written as a history file is: a temporary name, fsync, rename,
 fsync of the directory (with ``sync=False``, ``--no-sync``, just the write and
 the rename).
@@ -26,32 +23,25 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 from walfast._version import __version__
 from walfast.errors import ServerMismatchError
-from walfast.lsn import is_valid_segment_size
+from walfast.lsn import is_valid_segment_size, parse_wal_file_name
+from walfast.waldir import layout
 from walfast.waldir.durable import StrPath, write_file_durably
 
 __all__ = [
-    "IDENTITY_FILE",
     "DirectoryIdentity",
     "check_and_record",
     "read_identity",
     "write_identity",
 ]
 
-#: The identity file's name in the target directory.
-IDENTITY_FILE = "walfast.identity"
 #: Version of the file's layout; a reader refuses a layout it does not know.
 _FORMAT = 1
-
-#: Uncompressed segment files (completed or ``.partial``) whose first page
-#: can be read directly.
-_PLAIN_SEGMENT_RE = re.compile(r"[0-9A-F]{24}(\.partial)?")
 
 #: The long page header (xlog_internal.h XLogLongPageHeaderData), native
 #: byte order: magic, info, tli, pageaddr, rem_len, padding, sysid, seg_size,
@@ -97,7 +87,7 @@ def read_identity(directory: StrPath) -> DirectoryIdentity | None:
     identity file.  An identity file that cannot be understood raises
     :class:`ServerMismatchError` naming it: it must not be overwritten on a
     guess."""
-    path = Path(directory) / IDENTITY_FILE
+    path = layout.state_file(directory, layout.IDENTITY)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -139,7 +129,8 @@ def write_identity(directory: StrPath, ident: DirectoryIdentity, *, sync: bool =
         "walfast_version": __version__,
     }
     data = (json.dumps(record, indent=2) + "\n").encode()
-    return write_file_durably(directory, IDENTITY_FILE, data, sync=sync, mode=mode)
+    target = layout.ensure_state_dir(directory, file_mode=mode, sync=sync)
+    return write_file_durably(target, layout.IDENTITY, data, sync=sync, mode=mode)
 
 
 def _newest_segment_header(directory: Path) -> tuple[str, DirectoryIdentity] | None:
@@ -151,8 +142,11 @@ def _newest_segment_header(directory: Path) -> tuple[str, DirectoryIdentity] | N
     whose first page holds no long header (a ``.partial`` nothing was written
     into yet, a damaged file) are passed over for the next newest.
     """
-    names = [e.name for e in os.scandir(directory)
-             if _PLAIN_SEGMENT_RE.fullmatch(e.name) and e.is_file()]
+    names = []
+    for entry in os.scandir(directory):
+        wal = parse_wal_file_name(entry.name)
+        if wal is not None and wal.plain and entry.is_file():
+            names.append(entry.name)
     names.sort(key=lambda n: (n[8:24], n[:8], not n.endswith(".partial")), reverse=True)
     for name in names:
         try:
@@ -185,7 +179,8 @@ def check_and_record(directory: StrPath, server: DirectoryIdentity, *, sync: boo
     if recorded is not None:
         diff = recorded.differences(server)
         if diff:
-            raise _mismatch(directory, f'"{directory / IDENTITY_FILE}" records', diff)
+            raise _mismatch(
+                directory, f'"{layout.state_file(directory, layout.IDENTITY)}" records', diff)
         return
     found = _newest_segment_header(directory)
     if found is not None:

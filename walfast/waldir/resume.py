@@ -4,7 +4,7 @@ pg_receivewal streams a ``.partial`` segment again from its first byte.
 walfast resumes at the start of the last WAL page the file provably holds,
 when that can be proven; otherwise it does what pg_receivewal does.
 :func:`resume_position` refines the start position that
-:func:`walfast.segments.find_streaming_start` chose; :func:`note_boot`
+:func:`walfast.waldir.scan.find_streaming_start` chose; :func:`note_boot`
 keeps the record that makes the refinement safe.
 
 Why it is safe
@@ -35,7 +35,7 @@ Why it is safe
    yet written back may read back as zeros, as older content or torn, so a
    valid header no longer proves that its page, or the pages before it,
    reached the disk.  So bytes are trusted only if they were written during
-   the current boot: ``walfast.boot`` records the kernel's boot id
+   the current boot: the boot record (``.walfast/boot``) records the kernel's boot id
    (``/proc/sys/kernel/random/boot_id``, a fresh random value at every
    boot) and the highest segment number of any WAL file that was in the
    directory when walfast first ran in that boot.  Files up to that number
@@ -63,17 +63,16 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import stat
 import struct
 from pathlib import Path
 
 from walfast.errors import partial_size_error
 from walfast.lsn import format_lsn, parse_segment_file_name, segment_file_name
+from walfast.waldir import layout
 from walfast.waldir.durable import StrPath, write_file_durably
 
 __all__ = [
-    "BOOT_FILE",
     "current_boot_id",
     "last_valid_page",
     "note_boot",
@@ -82,14 +81,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: The boot record's name in the target directory.
-BOOT_FILE = "walfast.boot"
 _BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
-
-#: Any name that starts like a WAL segment file (completed, partial,
-#: compressed, temporary): all of them count when bounding what an earlier
-#: boot may have left.
-_SEGMENT_PREFIX_RE = re.compile(r"([0-9A-F]{24})")
 
 # Page header layouts (xlog_internal.h), native byte order.
 _SHORT_HEADER = struct.Struct("=HHIQ")          # magic, info, tli, pageaddr
@@ -115,14 +107,15 @@ def current_boot_id() -> str | None:
 
 
 def _highest_segno(directory: StrPath, segment_size: int) -> int:
+    """The highest segment number among names that start like a WAL segment
+    file (completed, partial, compressed, temporary, or anything else after
+    the 24 characters): all of them count when bounding what an earlier boot
+    may have left."""
     highest = -1
     with os.scandir(directory) as entries:
         for entry in entries:
-            m = _SEGMENT_PREFIX_RE.match(entry.name)
-            if m is None:
-                continue
             try:
-                _, segno = parse_segment_file_name(m.group(1), segment_size)
+                _, segno = parse_segment_file_name(entry.name[:24], segment_size)
             except ValueError:
                 continue   # a name this segment size cannot produce: never written by us
             highest = max(highest, segno)
@@ -153,13 +146,14 @@ def note_boot(directory: StrPath, segment_size: int, *, sync: bool = True,
     boot_id = current_boot_id()
     if boot_id is None:
         return None
-    path = Path(directory) / BOOT_FILE
+    path = layout.state_file(directory, layout.BOOT)
     recorded = _read_boot_record(path)
     if recorded is not None and recorded[0] == boot_id:
         return recorded[1]
     untrusted = _highest_segno(directory, segment_size)
     data = json.dumps({"boot_id": boot_id, "untrusted_through_segno": untrusted}) + "\n"
-    write_file_durably(directory, BOOT_FILE, data.encode(), sync=sync, mode=mode)
+    target = layout.ensure_state_dir(directory, file_mode=mode, sync=sync)
+    write_file_durably(target, layout.BOOT, data.encode(), sync=sync, mode=mode)
     return untrusted
 
 
@@ -211,7 +205,7 @@ def resume_position(
     directory: StrPath, start_lsn: int, timeline: int, *, segment_size: int, page_size: int,
     system_identifier: int, untrusted_through: int | None,
 ) -> int:
-    """Where to resume, given :func:`~walfast.segments.find_streaming_start`'s
+    """Where to resume, given :func:`~walfast.waldir.scan.find_streaming_start`'s
     *start_lsn* and *timeline*.
 
     When *start_lsn* is the start of a segment whose full-size ``.partial``
