@@ -34,7 +34,7 @@ import pytest
 
 from compat import write_entry_script
 from receivers import START_RE, clean_env, completed_files, partial_files, wait_until
-from walfast.lsn import parse_lsn
+from walfast.lsn import parse_lsn, parse_wal_file_name
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +43,6 @@ SLOT = "barman"
 #: Barman's WAL archive keeps segments in directories named after their
 #: first 16 hex digits (timeline and log number).
 _HASH_DIR_RE = re.compile(r"^[0-9A-F]{16}$")
-_SEGMENT_RE = re.compile(r"^[0-9A-F]{24}$")
 
 
 @pytest.fixture(scope="module")
@@ -346,7 +345,9 @@ def archived(b: Barman) -> list[str]:
     for entry in b.wals.iterdir():
         if entry.is_dir() and _HASH_DIR_RE.match(entry.name):
             for f in entry.iterdir():
-                if _SEGMENT_RE.match(f.name) and f.is_file() and f.name.startswith(entry.name):
+                wal = parse_wal_file_name(f.name)
+                if wal and wal.complete and wal.plain and f.is_file() \
+                        and f.name.startswith(entry.name):
                     names.append(f.name)
                 else:
                     stray.append(f"{entry.name}/{f.name}")
