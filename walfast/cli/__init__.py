@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog=PROG, description="walfast: a fast, durable PostgreSQL WAL receiver.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
-    # Listed here for --help; parsed by walfast.receivewal (pg_receivewal's
+    # Listed here for --help; parsed by walfast.cli.receivewal (pg_receivewal's
     # getopt_long rules), as walfast-receivewal parses them.
     sub.add_parser("receive", add_help=False,
                    help="stream WAL from a server into a directory, with pg_receivewal's "

@@ -16,7 +16,7 @@ The order of checks is pg_receivewal.c's ``main()``:
 2. each option as it comes: ``-E`` and ``-s`` values are checked at once;
 3. operands, ``--create-slot`` with ``--drop-slot``, a slot for either,
    ``--synchronous`` with ``--no-sync``, a target directory;
-4. ``-Z`` (see :func:`walfast.compression.parse_compress_option`);
+4. ``-Z`` (see :func:`walfast.cli.compress_option.parse_compress_option`);
 5. the directory (not for ``--create-slot``/``--drop-slot``);
 6. then connecting, ``IDENTIFY_SYSTEM``, the slot action or streaming.
 
@@ -384,7 +384,7 @@ class Frontend:
     def for_receivewal(cls, argv0: str) -> "Frontend":
         """``walfast-receivewal`` (or a link to it) invoked as *argv0*."""
         progname = os.path.basename(argv0)
-        if not progname or progname.endswith(".py"):  # python -m walfast.receivewal
+        if not progname or progname.endswith(".py"):  # python -m walfast.cli.receivewal
             argv0 = progname = "walfast-receivewal"
         return cls(argv0=argv0, progname=progname, command=progname,
                    version_line=(f"pg_receivewal (PostgreSQL) {NEWEST_SERVER_MAJOR}.0 "

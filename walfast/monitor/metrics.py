@@ -1,7 +1,7 @@
 """Prometheus metrics for ``walfast receive --metrics-address [HOST:]PORT``.
 
 Served by the standard client library (prometheus_client) from a custom
-collector that reads the shared progress state (:mod:`walfast.progress`) at
+collector that reads the shared progress state (:mod:`walfast.monitor.progress`) at
 each scrape, exactly as ``walfast status`` does: what HTTP shows is a
 consistent snapshot of the state, and the receive loop does no extra work
 for metrics.  Names follow ``pg_stat_wal_receiver``'s columns, prefixed
@@ -90,7 +90,7 @@ class ProgressCollector(Collector):
                     "(Unix time)", seconds(s.last_msg_receipt_time))
         yield gauge("lag_bytes", "Bytes between the written WAL and the server's latest walEnd",
                     s.lag_bytes)
-        yield gauge("lag_seconds", "Seconds behind the server (see walfast.progress)",
+        yield gauge("lag_seconds", "Seconds behind the server (see walfast.monitor.progress)",
                     s.lag_seconds())
         yield gauge("segment_size_bytes", "WAL segment size of the server", s.segment_size)
         yield counter("messages", "CopyData messages received", s.messages)

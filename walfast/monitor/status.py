@@ -1,6 +1,6 @@
-"""``walfast status`` and ``walfast wait``, and the catch-up progress bar.
+"""``walfast status`` and ``walfast wait``: a receiver's progress, read from outside.
 
-All three read the receiver's shared progress state (:mod:`walfast.progress`)
+Both read the receiver's shared progress state (:mod:`walfast.monitor.progress`)
 and never talk to the receiver.  ``walfast wait`` is what another process
 uses the way PostgreSQL's startup process uses the walreceiver's
 ``flushedUpto``: it returns once a position is durably flushed.

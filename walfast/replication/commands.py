@@ -173,7 +173,7 @@ def _execute(
     if not conn.autocommit:
         raise WalfastError(
             "replication commands need a connection in autocommit mode "
-            "(the walsender rejects BEGIN); use walfast.protocol.connect()")
+            "(the walsender rejects BEGIN); use walfast.replication.connection.connect()")
     with conn.cursor() as cur:
         cur.execute(command.encode("utf-8"), prepare=False)
         if cur.description is None:
