@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psycopg
@@ -29,7 +30,8 @@ from receivers import Procs  # noqa: E402
 from walfast.cluster import Cluster, find_bindir  # noqa: E402
 
 # Fixtures that need a real server; tests using them get the marker.
-_PG_FIXTURES = frozenset({"pg_bindir", "pg_cluster", "pg_cluster_factory", "standby_factory"})
+_PG_FIXTURES = frozenset({"pg_bindir", "pg_cluster", "pg_cluster_factory", "shared_cluster",
+                          "standby_factory"})
 
 _NO_PG_REASON = ("PostgreSQL server binaries not found (set PG_BINDIR or "
                  "install postgresql)")
@@ -85,10 +87,91 @@ def pg_cluster_factory(pg_bindir):
         cluster.cleanup()  # never raises
 
 
+@pytest.fixture(scope="session")
+def _shared_clusters(pg_bindir):
+    """The clusters tests share, one per (segment size, settings), started on
+    first use and removed at the end of the session."""
+    made: dict[tuple, Cluster] = {}
+
+    def get(wal_segsize_mb: int, settings: dict) -> Cluster:
+        key = (wal_segsize_mb, tuple(sorted(settings.items())))
+        cluster = made.get(key)
+        if cluster is None:
+            cluster = made[key] = Cluster(pg_bindir, wal_segsize_mb=wal_segsize_mb,
+                                          settings=settings)
+            cluster.init()
+        if not cluster.running:
+            cluster.start()       # first use, or a test stopped it
+        return cluster
+
+    yield get
+    for cluster in made.values():
+        cluster.cleanup()  # never raises
+
+
 @pytest.fixture
-def pg_cluster(pg_cluster_factory) -> Cluster:
-    """One started cluster with 1 MiB WAL segments."""
-    return pg_cluster_factory(wal_segsize_mb=1)
+def shared_cluster(_shared_clusters):
+    """Callable ``get(wal_segsize_mb=1, **settings) -> Cluster``: a started
+    cluster shared with other tests, for a test that does not need a fresh
+    server.  When the test ends the server is put back as the next test
+    expects it (:func:`_reset_shared`): running, no replication connection,
+    no slot, no table, no setting changed with ALTER SYSTEM.  WAL it wrote stays (the
+    clusters keep 4 GB of WAL, so pg_wal still holds every segment a test
+    compares with)."""
+    used: list[Cluster] = []
+
+    def get(wal_segsize_mb: int = 1, **settings) -> Cluster:
+        cluster = _shared_clusters(wal_segsize_mb, settings)
+        used.append(cluster)
+        return cluster
+
+    yield get
+    for cluster in used:
+        _reset_shared(cluster)
+
+
+def _reset_shared(cluster: Cluster) -> None:
+    """End every replication connection and client session a test left,
+    drop its slots and tables, undo ALTER SYSTEM; restart the server if it
+    was stopped."""
+    if not cluster.running:
+        cluster.start()
+    with cluster.connect() as conn:
+        conn.execute("ALTER SYSTEM RESET ALL")
+        conn.execute("SELECT pg_reload_conf()")
+        # Tables the test made go (a standby's base backup copies them all).
+        conn.execute(
+            "DO $$ DECLARE t text; BEGIN FOR t IN SELECT tablename FROM pg_tables "
+            "WHERE schemaname = 'public' LOOP EXECUTE 'DROP TABLE ' || quote_ident(t) "
+            "|| ' CASCADE'; END LOOP; END $$")
+        deadline = time.monotonic() + 30
+        while True:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE pid <> pg_backend_pid() "
+                "AND backend_type IN ('walsender', 'client backend')")
+            left = conn.execute(
+                "SELECT slot_name FROM pg_replication_slots WHERE NOT active").fetchall()
+            for (slot,) in left:
+                conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+            busy = conn.execute(
+                "SELECT count(*) FROM pg_replication_slots").fetchone()[0] + conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender'"
+            ).fetchone()[0]
+            if not busy:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"could not reset the shared cluster {cluster!r}: "
+                                   f"{busy} slots/walsenders left")
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def pg_cluster(shared_cluster) -> Cluster:
+    """A started cluster with 1 MiB WAL segments, shared with other tests
+    (:func:`shared_cluster`); tests that stop, promote or reconfigure the
+    server in ways a reset cannot undo use ``pg_cluster_factory``."""
+    return shared_cluster(1)
 
 
 @pytest.fixture

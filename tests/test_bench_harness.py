@@ -95,7 +95,7 @@ def test_discard_ack_is_a_synchronous_standby(pg_cluster) -> None:
         # releases it.
         def commits() -> None:
             with psycopg.connect(pg_cluster.conninfo(via="unix"), autocommit=True) as conn:
-                conn.execute("CREATE TABLE ack_t (i int)")
+                conn.execute("CREATE TABLE IF NOT EXISTS ack_t (i int)")
                 for i in range(20):
                     conn.execute("INSERT INTO ack_t VALUES (%s)", (i,))
 

@@ -477,8 +477,8 @@ def _wal_range(cluster, nsegments):
 
 @pytest.mark.parametrize("method", ["gzip", "lz4"])
 def test_same_files_as_pg_receivewal_and_each_continues_the_other(
-        pg_cluster_factory, bindir, tmp_path, method):
-    cluster = pg_cluster_factory(wal_segsize_mb=1, autovacuum=False)
+        shared_cluster, bindir, tmp_path, method):
+    cluster = shared_cluster(wal_segsize_mb=1, autovacuum=False)
     seg = cluster.wal_segment_size
     suffix = SUFFIXES[method]
     first, end = _wal_range(cluster, 3)
@@ -540,10 +540,10 @@ def test_same_files_as_pg_receivewal_and_each_continues_the_other(
                 decompress((wf_dir / name).read_bytes(), method)
 
 
-def test_zstd_against_pg_wal_and_resume(pg_cluster_factory, tmp_path):
+def test_zstd_against_pg_wal_and_resume(shared_cluster, tmp_path):
     """zstd (walfast only): same checks against pg_wal, and walfast resumes
     its own .zst directory."""
-    cluster = pg_cluster_factory(wal_segsize_mb=1, autovacuum=False)
+    cluster = shared_cluster(wal_segsize_mb=1, autovacuum=False)
     seg = cluster.wal_segment_size
     first, end = _wal_range(cluster, 2)
     (tmp_path / (cluster.segment_name(first) + ".zst.partial")).write_bytes(b"")
@@ -575,15 +575,15 @@ def test_zstd_against_pg_wal_and_resume(pg_cluster_factory, tmp_path):
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_synchronous_flush_position_covers_compressed_bytes(pg_cluster_factory, tmp_path,
+def test_synchronous_flush_position_covers_compressed_bytes(shared_cluster, tmp_path,
                                                             method, sync_standby_reset):
     """--synchronous with compression, walfast as the synchronous standby:
     each commit returns only once walfast reported it flushed, and by then
     the .partial decodes to (at least) that position."""
-    cluster = pg_cluster_factory(wal_segsize_mb=1, autovacuum=False)
+    cluster = shared_cluster(wal_segsize_mb=1, autovacuum=False)
     sync_standby_reset(cluster)
     seg = cluster.wal_segment_size
-    cluster.execute("CREATE TABLE sync_t (id int, pad text)")
+    cluster.execute("CREATE TABLE IF NOT EXISTS compress_sync_t (id int, pad text)")
     stop = threading.Event()
     result: list[object] = []
 
@@ -609,7 +609,7 @@ def test_synchronous_flush_position_covers_compressed_bytes(pg_cluster_factory, 
                    "walfast to become the synchronous standby", 20)
         with cluster.connect() as conn:
             for i in range(5):
-                conn.execute("INSERT INTO sync_t SELECT g, repeat('x', 500) "
+                conn.execute("INSERT INTO compress_sync_t SELECT g, repeat('x', 500) "
                              "FROM generate_series(1, 200) g")
                 conn.commit()
                 after = parse_lsn(conn.execute("SELECT pg_current_wal_lsn()::text")

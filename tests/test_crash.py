@@ -274,12 +274,12 @@ def _slot_after_disconnect(cluster, slot: str) -> int:
     return parse_lsn(wait_until(inactive, f"slot {slot} to be released", 30))
 
 
-def test_kill_loop(pg_cluster_factory, procs, tmp_path):
+def test_kill_loop(shared_cluster, procs, tmp_path):
     kills_wanted = 24
     seed = int(os.environ.get("WALFAST_KILL_SEED", time.time_ns() % (1 << 32)))
     print(f"kill loop seed {seed} (set WALFAST_KILL_SEED to repeat)")
     rng = random.Random(seed)
-    cluster = pg_cluster_factory(wal_segsize_mb=1, autovacuum=False)
+    cluster = shared_cluster(wal_segsize_mb=1, autovacuum=False)
     seg = cluster.wal_segment_size
     cluster.execute("SELECT pg_create_physical_replication_slot('kill_slot', true)")
     d = tmp_path / "wal"

@@ -116,9 +116,9 @@ def test_segment_size_seen_in_wal(tmp_path):
 # real clusters
 # --------------------------------------------------------------------------- #
 
-def test_other_clusters_directory_refused(pg_cluster_factory, procs, tmp_path):
-    a = pg_cluster_factory(wal_segsize_mb=1, autovacuum=False)
-    b = pg_cluster_factory(wal_segsize_mb=2, autovacuum=False)
+def test_other_clusters_directory_refused(shared_cluster, procs, tmp_path):
+    a = shared_cluster(wal_segsize_mb=1, autovacuum=False)
+    b = shared_cluster(wal_segsize_mb=2, autovacuum=False)
     sysid_a, sysid_b = a.system_identifier(), b.system_identifier()
     assert sysid_a != sysid_b
     seg = a.wal_segment_size

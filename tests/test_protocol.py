@@ -193,8 +193,8 @@ def test_wal_segment_size_1mb(conn):
     assert wal_segment_size(conn) == MiB
 
 
-def test_wal_segment_size_16mb(pg_cluster_factory):
-    c16 = pg_cluster_factory(wal_segsize_mb=16)
+def test_wal_segment_size_16mb(shared_cluster):
+    c16 = shared_cluster(wal_segsize_mb=16)
     with connect(c16.conninfo(via="unix")) as c:
         assert wal_segment_size(c) == 16 * MiB == c16.wal_segment_size
 
@@ -292,9 +292,10 @@ def test_timeline_history_invalid_timeline(conn, tli):
         timeline_history(conn, tli)
 
 
-def test_timeline_history_after_promotion(pg_cluster, tmp_path):
+def test_timeline_history_after_promotion(pg_cluster_factory, tmp_path):
     """Make timeline 2 for real (restart as a standby, promote) and compare
     TIMELINE_HISTORY with the file the server wrote into pg_wal."""
+    pg_cluster = pg_cluster_factory(wal_segsize_mb=1)   # a fresh one: it changes timeline
     pg_cluster.generate_wal(10_000)
     pg_cluster.stop()
     (pg_cluster.datadir / "standby.signal").write_bytes(b"")

@@ -61,8 +61,8 @@ def run_engine(directory, cluster, start, wal, *, raw, seed):
 
 
 @pytest.mark.parametrize("segsize_mb, nsegments", [(1, 5), (16, 2)])
-def test_engine_output_is_byte_identical_to_pg_wal(pg_cluster_factory, tmp_path, segsize_mb, nsegments):
-    cluster = pg_cluster_factory(wal_segsize_mb=segsize_mb)
+def test_engine_output_is_byte_identical_to_pg_wal(shared_cluster, tmp_path, segsize_mb, nsegments):
+    cluster = shared_cluster(wal_segsize_mb=segsize_mb)
     start, wal, names = server_wal(cluster, nsegments)
     for raw in (True, False):
         out = tmp_path / ("raw" if raw else "payloads")

@@ -133,8 +133,8 @@ def _side_by_side(cluster, bindir, procs, tmp_path, conninfo, nsegments, *,
     pytest.param(64, 2, marks=pytest.mark.slow, id="64MiB"),
 ])
 def test_segments_identical_to_pg_wal_and_pg_receivewal(
-        pg_cluster_factory, bindir, procs, tmp_path, segsize_mb, nsegments):
-    cluster = pg_cluster_factory(wal_segsize_mb=segsize_mb, autovacuum=False)
+        shared_cluster, bindir, procs, tmp_path, segsize_mb, nsegments):
+    cluster = shared_cluster(wal_segsize_mb=segsize_mb, autovacuum=False)
 
     def tcp(rows):
         assert rows["walfast"]["client_addr"] == "127.0.0.1/32"
@@ -398,14 +398,14 @@ def test_walsender_terminated_no_loop(pg_cluster, bindir, procs, tmp_path):
 # 6: --synchronous as a synchronous standby
 # --------------------------------------------------------------------------- #
 
-def test_synchronous_standby(pg_cluster_factory, procs, tmp_path, sync_standby_reset):
-    cluster = pg_cluster_factory(wal_segsize_mb=1, autovacuum=False)
+def test_synchronous_standby(shared_cluster, procs, tmp_path, sync_standby_reset):
+    cluster = shared_cluster(wal_segsize_mb=1, autovacuum=False)
     (d,) = _dirs(tmp_path, "wal")
     wf = procs.walfast("-D", str(d), "-d", cluster.conninfo(), "--synchronous", "-v")
     rows = wait_streaming(cluster, ["walfast"], [wf])
     assert rows["walfast"]["sync_state"] == "async"
     start, _ = wf.start_position()
-    cluster.execute("CREATE TABLE sync_t (id int)")
+    cluster.execute("CREATE TABLE IF NOT EXISTS receive_sync_t (id int)")
 
     sync_standby_reset(cluster)
     with cluster.connect() as conn:
@@ -426,7 +426,7 @@ def test_synchronous_standby(pg_cluster_factory, procs, tmp_path, sync_standby_r
             t0 = time.monotonic()
             try:
                 conn.execute("BEGIN")
-                conn.execute("INSERT INTO sync_t VALUES (%s)", (i,))
+                conn.execute("INSERT INTO receive_sync_t VALUES (%s)", (i,))
                 before_commit = parse_lsn(conn.execute(
                     "SELECT pg_current_wal_insert_lsn()::text").fetchone()[0])
                 conn.execute("COMMIT")

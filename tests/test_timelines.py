@@ -65,7 +65,7 @@ def test_follows_promoted_standby_like_pg_receivewal(
     the history file is the server's) and the same messages."""
     primary = pg_cluster
     seg = primary.wal_segment_size
-    primary.execute("CREATE TABLE walfast_fill (id bigint, payload text)")
+    primary.execute("CREATE TABLE IF NOT EXISTS walfast_fill (id bigint, payload text)")
     standby = standby_factory(primary)
     conninfo = standby.conninfo()
     wf_dir, pg_dir = make_dirs(tmp_path, "walfast", "pg_receivewal")
