@@ -164,7 +164,12 @@ def test_completed_segments_have_valid_headers(pg_cluster):
     major = pg_cluster.server_version_num() // 10000
     if major not in XLOG_PAGE_MAGIC:
         pytest.skip(f"XLOG_PAGE_MAGIC of PostgreSQL {major} not known here")
-    _check_completed_segments(pg_cluster, XLOG_PAGE_MAGIC[major])
+    segments = _check_completed_segments(pg_cluster, XLOG_PAGE_MAGIC[major])
+    # Names that only look like a segment's (what a promotion or pg_receivewal
+    # leave) are not completed segments.
+    for suffix in (".partial", ".tmp", ".gz", ".partial.tmp"):
+        (pg_cluster.pg_wal / (segments[0].name + suffix)).write_bytes(b"x")
+    assert pg_cluster.completed_segments() == segments
 
 
 def _check_completed_segments(pg_cluster: Cluster, magic: int | None) -> list[Path]:

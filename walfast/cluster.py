@@ -53,7 +53,8 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from walfast.lsn import parse_lsn, parse_segment_file_name, segment_file_name
+from walfast.lsn import (
+    parse_lsn, parse_segment_file_name, parse_wal_file_name, segment_file_name)
 
 __all__ = ["Cluster", "find_bindir", "free_port", "make_tls_files",
            "postgresql_cache_dir", "tool_env"]
@@ -63,9 +64,6 @@ _REQUIRED_TOOLS = ("initdb", "pg_ctl")
 
 #: Where Debian (and Ubuntu) install each major: ``/usr/lib/postgresql/MAJOR/bin``.
 _DEBIAN_ROOT = Path("/usr/lib/postgresql")
-
-#: WAL segment file names: 8 hex digits timeline, 16 hex digits segment.
-_SEGMENT_RE = re.compile(r"^[0-9A-F]{24}$")
 
 #: Environment variables that could make the tools talk to some other server.
 _SCRUB_ENV = (
@@ -784,9 +782,13 @@ class Cluster:
         timeline = int(walfile[:8], 16)
         out = []
         for path in self.pg_wal.iterdir():
-            if not _SEGMENT_RE.match(path.name) or not path.is_file():
+            name = parse_wal_file_name(path.name)
+            # complete and plain (no .partial, .tmp or compression suffix):
+            # the file is the whole segment as the server wrote it
+            if name is None or not name.complete or not name.plain \
+                    or not path.is_file():
                 continue
-            tli, segno = self.parse_segment_name(path.name)
+            tli, segno = self.parse_segment_name(name.base)
             if tli == timeline and segno < current_segno:
                 out.append(path)
         return sorted(out)
