@@ -28,12 +28,10 @@
 # (_poll_sink).  The only branch on the uncompressed path is one test per
 # _append / _flush call.
 #
-# Why pwrite and not memcpy into an mmap of the segment: measured here
-# (benchmarks/README.md), every first touch of a 4 KiB page of a fresh
-# mapping costs a page fault plus zeroing of the new page-cache page, ~0.6
-# CPU s/GB; copying into the mapping ran at 12 % of memcpy bandwidth, pwrite
-# of the same messages at ~50 %.  pwrite also reports I/O errors as errno
-# instead of SIGBUS.
+# Why pwrite into preallocated files, not memcpy into an mmap of the
+# segment: first-touch page faults made the mapping far slower, and pwrite
+# reports I/O errors as errno instead of SIGBUS (benchmarks/README.md, "Why
+# the engine writes the way it does").
 #
 # Positions (LSNs):
 #   write_lsn   end of the bytes written into segment files
@@ -281,9 +279,9 @@ cdef class SegmentWriter:
         The zeros go in page-sized writes, as pg_receivewal writes them in
         XLOG_BLCKSZ pieces: bigger writes make the page cache hold the file
         in large folios, and every small write + fdatasync after that
-        writes back a whole folio (1 MiB writes multiplied the bytes
-        written by 32 in a 32 KiB-per-sync test; tests/test_segwriter.py
-        checks the bytes written).
+        writes back a whole folio (benchmarks/README.md, "Why the engine
+        writes the way it does"; tests/test_segwriter.py checks the bytes
+        written).
         """
         cdef unsigned char zeros[ZERO_FILL_CHUNK]
         cdef uint64_t off = 0
@@ -352,9 +350,8 @@ cdef class SegmentWriter:
 
         Why it matters for speed: every page the receiver writes needs a
         page-cache page, and a page that comes fresh from the allocator
-        costs far more to fill than one just released (on this VM, where
-        freed memory goes back to the host, 2-2.5 CPU s/GB against 0.4 for
-        the same writes; benchmarks/README.md).  Released pages are reused
+        costs far more to fill than one just released (benchmarks/README.md,
+        "Why the engine writes the way it does").  Released pages are reused
         by the next writes; the receiver stops pushing other data out of
         the cache too.
 

@@ -192,10 +192,10 @@ class CompressWorker:
         """As SegmentWriter._write_behind: every WRITE_BEHIND_BYTES, start
         the writeback of what was written since the last step, and release
         from the page cache what the step before started (written once,
-        never read back).  Without it the whole compressed segment was
-        written out by the fdatasync at its end, in this thread: the queue
-        filled and the receive loop stopped reading while the CPUs idled
-        (iowait 11-18 % in an lz4 run)."""
+        never read back).  Without it the fdatasync at a segment's end
+        wrote out the whole compressed segment in this thread and stalled
+        the queue, and with it the receive loop (benchmarks/README.md, "Why
+        the engine writes the way it does")."""
         if self._file_size - self._writeback_from >= _core.WRITE_BEHIND_BYTES:
             if self._writeback_from > self._release_from:
                 os.posix_fadvise(self._fd, self._release_from,
