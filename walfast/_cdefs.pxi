@@ -96,19 +96,6 @@ cdef enum:
     KEEPALIVE_LEN = 18
     STATUS_UPDATE_LEN = 34
 
-# WAL page header layout (xlog_internal.h), native byte order.
-cdef enum:
-    XLP_FIRST_IS_CONTRECORD = 0x0001
-    XLP_LONG_HEADER = 0x0002
-    XLP_BKP_REMOVABLE = 0x0004
-    XLP_FIRST_IS_OVERWRITE_CONTRECORD = 0x0008
-    XLP_ALL_FLAGS = 0x000F
-    # Bytes of a header that must have arrived before it can be checked:
-    # the short header's fields end at 20 (xlp_rem_len), the long header's
-    # at 40 (xlp_xlog_blcksz).
-    SHORT_PHD_CHECK_LEN = 20
-    LONG_PHD_CHECK_LEN = 40
-
 # Seconds from the Unix epoch to PostgreSQL's (2000-01-01 00:00:00 UTC).
 cdef enum:
     PG_EPOCH_OFFSET_S = 946684800

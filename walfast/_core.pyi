@@ -5,6 +5,36 @@ from types import TracebackType
 
 from typing_extensions import Buffer, Self
 
+from walfast.errors import WalPageError
+
+class PageCheck:
+    """The engine's WAL page-header rules over WAL bytes as they come."""
+
+    def __init__(
+        self,
+        *,
+        lsn: int,
+        timeline: int,
+        segment_size: int,
+        page_size: int = 8192,
+        system_identifier: int = 0,
+        page_magic: int = 0,
+        zeroed_tail: bool = True,
+    ) -> None: ...
+    def check(self, data: Buffer) -> int: ...
+    @property
+    def lsn(self) -> int: ...
+    @property
+    def next_check(self) -> int: ...
+    @property
+    def error(self) -> WalPageError | None: ...
+    @property
+    def system_identifier(self) -> int: ...
+    @property
+    def page_magic(self) -> int: ...
+
+def long_page_header(data: Buffer) -> tuple[int, int, int] | None: ...
+
 class SegmentWriter:
     """Write a timeline's WAL into preallocated segment files in a directory."""
 

@@ -8,6 +8,9 @@ policy (when to flush, when to report), which belong to the control layer.
 * :class:`SegmentWriter` (``_segwriter.pxi``): preallocated segment files
   written with pwrite, batched fdatasync, durable completion, page-header
   checks before bytes are written.
+* :class:`PageCheck`, :func:`long_page_header` (``_pages.pxi``): the WAL
+  page-header rules, defined once (the writer's, the resume scan's, the
+  directory identity check's).
 * :class:`ChunkQueue` (``_chunkqueue.pxi``): the bounded hand-over of WAL
   to the compressing worker thread when output is compressed.
 * :class:`StreamParser` (``_frames.pxi``): CopyData frames and payloads
@@ -20,11 +23,13 @@ All byte copies and syncs run without the GIL; errors found there are
 recorded and raised as exceptions once the GIL is held again (``_errinfo.pxi``).
 """
 
+cimport cython
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 
 include "_cdefs.pxi"
 include "_errinfo.pxi"
+include "_pages.pxi"
 include "_chunkqueue.pxi"
 include "_segwriter.pxi"
 include "_frames.pxi"

@@ -37,17 +37,14 @@
 #   write_lsn   end of the bytes written into segment files
 #   flush_lsn   end of the bytes known durable; only moves after an fdatasync
 #               covering them has returned, and never past a page whose
-#               header is not yet complete
-#   next_check  start of the next page whose header has not been checked;
-#               its header bytes gather in _phdr while they arrive
+#               header is not yet complete (the page checks of _pages.pxi
+#               say which: their next_check)
 
 cimport cython
 
-cdef uint64_t MIN_SEGMENT_SIZE = 1 << 20
 # Compressed output: a partly filled chunk goes to the worker after this long
 # without filling up, so a quiet stream still reaches the file.
 cdef int64_t SINK_MAX_DELAY_US = 200000
-cdef uint64_t MAX_SEGMENT_SIZE = 1 << 30
 
 
 @cython.final
@@ -68,8 +65,9 @@ cdef class SegmentWriter:
     page's LSN, ``1 <= xlp_tli <= timeline``, no unknown ``xlp_info`` flags, and
     a segment's first page carries the long header with *system_identifier*
     (learned from the first long header when 0), *segment_size* and
-    *page_size*.  A mismatch raises :class:`WalPageError` and nothing from that
-    page on is ever reported flushed.
+    *page_size* (see :class:`PageCheck`).  A mismatch raises
+    :class:`WalPageError` and nothing from that page on is ever reported
+    flushed.
 
     With ``sync=False`` (``--no-sync``) no fsync or fdatasync is made and
     :meth:`flush` only advances :attr:`flush_lsn`.  With ``zero_fill`` (for
@@ -83,9 +81,7 @@ cdef class SegmentWriter:
     cdef uint64_t _segsize
     cdef uint64_t _segmask
     cdef uint64_t _segs_per_id
-    cdef uint32_t _page_size
-    cdef uint64_t _sysid
-    cdef uint16_t _magic
+    cdef WalPages _pages
     cdef bint _sync
     cdef int _mode
 
@@ -101,10 +97,6 @@ cdef class SegmentWriter:
 
     cdef uint64_t _write_lsn
     cdef uint64_t _flush_lsn
-    cdef uint64_t _next_check
-    cdef unsigned char _phdr[LONG_PHD_CHECK_LEN]   # header of page next_check, as it arrives
-    cdef uint32_t _phdr_have
-    cdef bint _zero_tail          # a zeroed page was seen in the open segment
     cdef uint64_t _stop_lsn       # pg_receivewal's --endpos; 0 = none
     cdef bint _stop_reached
     cdef uint64_t _segments_completed
@@ -130,11 +122,11 @@ cdef class SegmentWriter:
                  system_identifier=0, page_magic=0, page_size=8192, sync=True,
                  file_mode=0o600, sink=None, sink_suffix="", zero_fill=False):
         cdef uint64_t segsize = segment_size
-        if segsize < MIN_SEGMENT_SIZE or segsize > MAX_SEGMENT_SIZE or segsize & (segsize - 1):
+        if not wp_valid_segment_size(segsize):
             raise ValueError(
                 f"invalid WAL segment size {segment_size} bytes: must be a power of two "
                 f"between 1 MB and 1 GB")
-        if not (1024 <= page_size <= 65536) or page_size & (page_size - 1):
+        if not wp_valid_page_size(page_size):
             raise ValueError(f"invalid WAL page size {page_size}: must be a power of two "
                              f"between 1 kB and 64 kB")
         if not 1 <= timeline <= 0xFFFFFFFF:
@@ -146,17 +138,13 @@ cdef class SegmentWriter:
         self._segsize = segsize
         self._segmask = segsize - 1
         self._segs_per_id = (<uint64_t>1 << 32) // segsize
-        self._page_size = page_size
-        self._sysid = system_identifier
-        self._magic = page_magic
         self._sync = sync
         self._mode = file_mode
         self._zero_fill = zero_fill and sync
         self._write_lsn = start_lsn
         self._flush_lsn = start_lsn
-        # Pages are checked from the first page boundary at or after the
-        # start; a page we start in the middle of was checked when it landed.
-        self._next_check = (self._write_lsn + page_size - 1) & ~(<uint64_t>page_size - 1)
+        wp_init(&self._pages, start_lsn, timeline, segsize, page_size, system_identifier,
+                page_magic, True)
         if sink is not None:
             if self._write_lsn & self._segmask:
                 raise ValueError("compressed output must start at a segment boundary")
@@ -392,96 +380,10 @@ cdef class SegmentWriter:
         self._completed_end = self._write_lsn
         return 0
 
-    cdef int _page_error(self, uint64_t lsn, const char *field, uint64_t expected,
-                         uint64_t found) noexcept nogil:
+    cdef int _page_error(self) noexcept nogil:
+        """The page checks found a bad header: record it, stop writing."""
         self._failed = True
-        self._err.code = ERR_PAGE
-        self._err.lsn = lsn
-        self._err.field = field
-        self._err.expected = expected
-        self._err.found = found
-        err_set_fname(&self._err, self._fname)
-        return -1
-
-    cdef size_t _check_pages(self, const unsigned char *p, size_t n) noexcept nogil:
-        """Check the page headers in the n bytes at p, which will land at
-        write_lsn.  Returns how many of them may be written: n, or, when a
-        header is wrong, the bytes before that page (with self._err set).
-
-        One check per page: its header bytes are gathered (a header can be
-        split across messages), then a few compares; the page is not scanned.
-        """
-        cdef uint64_t start = self._write_lsn
-        cdef uint64_t end = start + n
-        cdef uint64_t page, from_, to
-        cdef uint32_t need
-        while self._next_check < end:
-            page = self._next_check
-            need = LONG_PHD_CHECK_LEN if page & self._segmask == 0 else SHORT_PHD_CHECK_LEN
-            from_ = page + self._phdr_have
-            if from_ < start:       # only when starting inside a header; never in practice
-                self._next_check = page + self._page_size
-                continue
-            to = page + need
-            if to > end:
-                to = end
-            memcpy(self._phdr + self._phdr_have, p + (from_ - start), to - from_)
-            self._phdr_have += <uint32_t>(to - from_)
-            if self._phdr_have < need:
-                break               # the rest of this header comes later
-            self._phdr_have = 0
-            if self._check_header(page, self._phdr) < 0:
-                return <size_t>(page - start) if page > start else 0
-            self._next_check = page + self._page_size
-        return n
-
-    cdef int _check_header(self, uint64_t page, const unsigned char *h) noexcept nogil:
-        cdef uint64_t off = page & self._segmask
-        cdef uint16_t magic = wf_ne16(h)
-        cdef uint16_t info = wf_ne16(h + 2)
-        cdef uint32_t tli = wf_ne32(h + 4)
-        cdef uint64_t v
-        if off == 0:
-            self._zero_tail = False
-        elif magic == 0 and info == 0 and tli == 0 and wf_ne64(h + 8) == 0 \
-                and wf_ne32(h + 16) == 0:
-            # After an XLOG_SWITCH record the server leaves the rest of the
-            # segment zeroed, page headers included (seen with PostgreSQL
-            # 15).  Accept zeroed pages there, and only there: once one is
-            # seen, every later page of the segment must be zeroed too.
-            self._zero_tail = True
-            return 0
-        if self._zero_tail:
-            return self._page_error(page, "xlp_magic (the segment's earlier pages were zeroed)",
-                                    0, magic)
-        if self._magic == 0:
-            self._magic = magic
-        if magic != self._magic:
-            return self._page_error(page, "xlp_magic", self._magic, magic)
-        if info & ~(<uint16_t>XLP_ALL_FLAGS):
-            return self._page_error(page, "xlp_info", info & XLP_ALL_FLAGS, info)
-        v = wf_ne64(h + 8)
-        if v != page:
-            return self._page_error(page, "xlp_pageaddr", page, v)
-        if tli == 0 or tli > self._timeline:
-            return self._page_error(page, "xlp_tli", self._timeline, tli)
-        if off == 0:
-            if not info & XLP_LONG_HEADER:
-                return self._page_error(page, "xlp_info", info | XLP_LONG_HEADER, info)
-            v = wf_ne64(h + 24)
-            if self._sysid == 0:
-                self._sysid = v
-            if v != self._sysid:
-                return self._page_error(page, "xlp_sysid", self._sysid, v)
-            v = wf_ne32(h + 32)
-            if v != self._segsize:
-                return self._page_error(page, "xlp_seg_size", self._segsize, v)
-            v = wf_ne32(h + 36)
-            if v != self._page_size:
-                return self._page_error(page, "xlp_xlog_blcksz", self._page_size, v)
-        elif info & XLP_LONG_HEADER:
-            return self._page_error(page, "xlp_info", info & ~(<uint16_t>XLP_LONG_HEADER), info)
-        return 0
+        return wp_error(&self._pages, &self._err, self._fname)
 
     cdef int _pwrite_all(self, const unsigned char *p, size_t n, uint64_t off) noexcept nogil:
         cdef ssize_t w
@@ -535,7 +437,7 @@ cdef class SegmentWriter:
             chunk = self._segsize - off
             if chunk > n:
                 chunk = n
-            ok = self._check_pages(p, chunk)
+            ok = wp_check(&self._pages, self._write_lsn, p, chunk)
             if ok and self._pwrite_all(p, ok, off) < 0:
                 return -1
             if ok:
@@ -543,7 +445,7 @@ cdef class SegmentWriter:
                 self._write_lsn += ok
                 self._write_behind(off + ok)
             if ok < chunk:
-                return -1           # _check_pages set the page error
+                return self._page_error()
             p += chunk
             n -= chunk
             if self._write_lsn & self._segmask == 0:
@@ -565,7 +467,8 @@ cdef class SegmentWriter:
     cdef inline uint64_t _flushable(self) noexcept nogil:
         # A page whose header has not fully arrived, or failed its check,
         # bounds what may be reported.
-        return self._next_check if self._next_check < self._write_lsn else self._write_lsn
+        cdef uint64_t checked = self._pages.next_check
+        return checked if checked < self._write_lsn else self._write_lsn
 
     cdef int _flush(self) noexcept nogil:
         cdef uint64_t target = self._flushable()
@@ -641,12 +544,12 @@ cdef class SegmentWriter:
             chunk = self._segsize - off
             if chunk > n:
                 chunk = n
-            ok = self._check_pages(p, chunk)
+            ok = wp_check(&self._pages, self._write_lsn, p, chunk)
             if ok and self._sink_put(p, ok) < 0:
                 return -1
             self._write_lsn += ok
             if ok < chunk:
-                return -1           # _check_pages set the page error
+                return self._page_error()
             p += chunk
             n -= chunk
             if self._write_lsn & self._segmask == 0:
@@ -838,18 +741,18 @@ cdef class SegmentWriter:
 
     @property
     def page_size(self):
-        return self._page_size
+        return self._pages.page_size
 
     @property
     def system_identifier(self):
         """The expected system identifier (learned from the first long page
         header when none was given; 0 until then)."""
-        return self._sysid
+        return self._pages.sysid
 
     @property
     def page_magic(self):
         """The expected ``xlp_magic`` (learned from the first page; 0 until then)."""
-        return self._magic
+        return self._pages.magic
 
     @property
     def sync(self):
