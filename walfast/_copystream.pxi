@@ -185,30 +185,26 @@ cdef class CopyStream:
         """Once per batch: positions, the server's walEnd and times, counters.
         flushed only ever comes from the writer's flush_lsn, and only when it
         means fdatasync'ed (not --no-sync)."""
-        cdef wf_progress *p = self._shm
-        if p == NULL:
+        cdef wf_batch b
+        if self._shm == NULL:
             return
-        wf_progress_begin(p)
-        if self._w._write_lsn > p.written_lsn:
-            p.written_lsn = self._w._write_lsn
-        if self._w._sync and self._w._flush_lsn > p.flushed_lsn:
-            p.flushed_lsn = self._w._flush_lsn
-        if self.parser._messages != self._pub_messages:
-            p.latest_end_lsn = self.parser._wal_end
-            p.latest_end_time = self.parser._wal_end_time
-            p.last_msg_send_time = self.parser._send_time
-            p.caught_up_time = self.parser._caught_up_time
-            p.last_msg_receipt_time = self._last_receipt
-        p.messages += self.parser._messages - self._pub_messages
-        p.wal_bytes += self.parser._wal_bytes - self._pub_bytes
-        p.segments_completed += self._w._segments_completed - self._pub_segments
-        p.status_updates += self._status_updates - self._pub_status
+        b.written_lsn = self._w._write_lsn
+        b.flushed_lsn = self._w._flush_lsn if self._w._sync else 0
+        b.new_messages = self.parser._messages != self._pub_messages
+        b.latest_end_lsn = self.parser._wal_end
+        b.latest_end_time = self.parser._wal_end_time
+        b.last_msg_send_time = self.parser._send_time
+        b.caught_up_time = self.parser._caught_up_time
+        b.last_msg_receipt_time = self._last_receipt
+        b.messages = self.parser._messages - self._pub_messages
+        b.wal_bytes = self.parser._wal_bytes - self._pub_bytes
+        b.segments_completed = self._w._segments_completed - self._pub_segments
+        b.status_updates = self._status_updates - self._pub_status
         self._pub_messages = self.parser._messages
         self._pub_bytes = self.parser._wal_bytes
         self._pub_segments = self._w._segments_completed
         self._pub_status = self._status_updates
-        p.update_time = pg_now()
-        wf_progress_end(p)
+        wf_progress_publish(self._shm, &b, pg_now())
 
     cdef int _send_status(self) noexcept nogil:
         """Queue and flush a standby status update; -1 on a libpq error."""

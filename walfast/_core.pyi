@@ -166,10 +166,16 @@ class StreamParser:
     @property
     def in_frame(self) -> bool: ...
 
+#: ``(name, offset, size, kind)`` per field of the C struct, in order.
+PROGRESS_FIELDS: tuple[tuple[str, int, int, str], ...]
 PROGRESS_SIZE: int
+PROGRESS_MAGIC: bytes
+PROGRESS_VERSION: int
+PROGRESS_CHECKED_FROM: int
+PROGRESS_FLUSH_BUCKETS_US: tuple[int, ...]
 
 class ProgressState:
-    """The writer side of the shared progress state (walfast.progress)."""
+    """The writer side of the shared progress state (walfast.monitor.progress)."""
 
     def __init__(self, fd: int, pid: int) -> None: ...
     def update(
@@ -188,6 +194,22 @@ class ProgressState:
         sender_port: int | None = None,
         reconnects: int | None = None,
     ) -> None: ...
+    def publish(
+        self,
+        *,
+        written_lsn: int,
+        flushed_lsn: int = 0,
+        latest_end_lsn: int | None = None,
+        latest_end_time: int = 0,
+        last_msg_send_time: int = 0,
+        caught_up_time: int = 0,
+        last_msg_receipt_time: int = 0,
+        messages: int = 0,
+        wal_bytes: int = 0,
+        segments_completed: int = 0,
+        status_updates: int = 0,
+    ) -> None: ...
+    def publish_flush(self, written_lsn: int, flushed_lsn: int, took_us: int) -> None: ...
     def snapshot(self) -> bytes: ...
     def close(self) -> None: ...
     @property
