@@ -255,7 +255,7 @@ def _stream_timeline(
             # pgconn_ptr: the PGconn* address (not in psycopg's PGconn protocol type)
             getattr(pgconn, "pgconn_ptr"), parser, report_flush=options.report_flush,
             synchronous=options.synchronous, status_interval=options.status_interval,
-            flush_bytes=options.flush_bytes, progress=state,
+            progress=state,
         )
         done = 0
         while True:
