@@ -390,7 +390,8 @@ def test_zero_fill_does_not_multiply_the_bytes_written(tmp_path):
 def test_completed_segments_leave_the_page_cache(tmp_path):
     """A completed (synced) segment's pages are released from the page cache
     (as PostgreSQL does with its own WAL): nothing reads them back, and
-    reusing released pages is what makes writing cheap (see _release).
+    reusing released pages is what makes writing cheap (see sf_release in
+    walfast/_segfile.pxi).
     The open segment keeps the pages still being written."""
     seg = 4 * MB
     wal = make_wal(0, seg + seg // 2, segment_size=seg)

@@ -91,12 +91,3 @@ cdef enum:
 # Seconds from the Unix epoch to PostgreSQL's (2000-01-01 00:00:00 UTC).
 cdef enum:
     PG_EPOCH_OFFSET_S = 946684800
-
-# Segment files: start writeback once this much was written since the last
-# start (SegmentWriter._write_behind).  Big enough for the disk to merge
-# writes, small enough that the final fdatasync of a segment waits little.
-cdef enum:
-    WRITE_BEHIND = 1048576
-    # Zero-filling writes (SegmentWriter._write_zeros): small, as
-    # pg_receivewal's XLOG_BLCKSZ writes (see _write_zeros for why).
-    ZERO_FILL_CHUNK = 8192

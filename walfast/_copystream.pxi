@@ -1,11 +1,9 @@
 # CopyStream: the compiled receive loop.
 #
 # Reads CopyData through libpq (PQgetCopyData), so TLS, GSS and unix sockets
-# work unchanged, feeds each payload to a StreamParser, waits on the socket
-# (and on the compressing worker's eventfd), keeps the status-update timer,
-# applies the flush and report policy and answers the server with standby
-# status updates, all without the GIL and without a Python object per
-# message.  It returns to Python only per tick (at most max_seconds), at the
+# work unchanged, feeds each payload to a StreamParser, applies the flush
+# policy and answers the server with standby status updates, all without the
+# GIL and without a Python object per message.  It returns to Python only per tick (at most max_seconds), at the
 # end of the COPY, on a connection error, when the stop position is reached
 # or when a signal interrupts the wait, so Python's signal handlers run
 # promptly.  Errors of the parser, writer or worker end the run and are
@@ -124,8 +122,8 @@ cdef class CopyStream:
     * addition: when reporting flush, each periodic status update flushes
       first, so the slot advances every interval instead of once a segment.
 
-    With compressed output (the writer has a ``sink``) a flush is a request
-    to the compressing worker; the loop also polls the
+    With compressed output (the writer's sink is a :class:`ChunkQueue`) a
+    flush is a request to the compressing worker; the loop also polls the
     queue's eventfd and reports the new flush position as soon as the worker
     synced it.  A failure of the parser, the writer or the worker ends
     :meth:`run` with its exception.
@@ -172,7 +170,7 @@ cdef class CopyStream:
             self._shm = progress.shm()
             self._pub_messages = parser._messages
             self._pub_bytes = parser._wal_bytes
-            self._pub_segments = self._w._segments_completed
+            self._pub_segments = self._w._prog.completed
 
     cdef StreamEvent _writer_failed(self) noexcept nogil:
         self._failure = &self._w._err
@@ -182,11 +180,11 @@ cdef class CopyStream:
         """The writer's flush; when it did fdatasync, publish the new flush
         position and its latency at once (flushed never ahead of the disk).
         EV_NONE, or EV_FAILED."""
-        cdef uint64_t syncs = self._w._syncs
+        cdef uint64_t syncs = self._w._prog.syncs
         cdef int64_t t0 = wf_monotonic_us() if self._shm != NULL else 0
-        if self._w._flush() < 0:
+        if self._w._flush(False) < 0:
             return self._writer_failed()
-        if self._shm != NULL and self._w._syncs != syncs:
+        if self._shm != NULL and self._w._prog.syncs != syncs:
             wf_progress_flushed(self._shm, self._w._write_lsn, self._w._flush_lsn,
                                 <uint64_t>(wf_monotonic_us() - t0))
         return EV_NONE
@@ -208,11 +206,11 @@ cdef class CopyStream:
         b.last_msg_receipt_time = self._last_receipt
         b.messages = self.parser._messages - self._pub_messages
         b.wal_bytes = self.parser._wal_bytes - self._pub_bytes
-        b.segments_completed = self._w._segments_completed - self._pub_segments
+        b.segments_completed = self._w._prog.completed - self._pub_segments
         b.status_updates = self._status_updates - self._pub_status
         self._pub_messages = self.parser._messages
         self._pub_bytes = self.parser._wal_bytes
-        self._pub_segments = self._w._segments_completed
+        self._pub_segments = self._w._prog.completed
         self._pub_status = self._status_updates
         wf_progress_publish(self._shm, &b, pg_now())
 
@@ -242,7 +240,7 @@ cdef class CopyStream:
         cdef int64_t now = pg_now()
         # Compressed output: take in what the worker made durable (or its
         # failure) first.
-        if self._w._poll_sink(now) < 0:
+        if self._w._poll(now) < 0:
             return self._writer_failed()
         send = self._last_status == 0
         pending = self._w._write_lsn > self._w._flush_lsn
@@ -286,8 +284,8 @@ cdef class CopyStream:
         cdef int nfds = 1
         # Compressed output: the worker's eventfd wakes us when it synced, so
         # the new flush position is reported without waiting for the socket.
-        if self._w.sink is not None:
-            pfd[1].fd = self._w.sink._efd
+        if self._w.sink._wakeup_fd >= 0:
+            pfd[1].fd = self._w.sink._wakeup_fd
             pfd[1].events = POLLIN
             nfds = 2
         while True:
@@ -341,7 +339,7 @@ cdef class CopyStream:
                     return EV_INTERRUPTED
                 return EV_CONN_ERROR
             if nfds == 2 and pfd[1].revents:
-                self._w.sink._drain_eventfd()
+                self._w.sink._drain_wakeup()
             if self._out_pending and pfd[0].revents & POLLOUT:
                 rc = _pq.flush(self._conn)
                 if rc < 0:

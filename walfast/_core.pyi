@@ -7,6 +7,8 @@ from typing_extensions import Buffer, Self
 
 from walfast.errors import WalPageError
 
+# ---- page-header rules (_pages.pxi) -------------------------------------------
+
 class PageCheck:
     """The engine's WAL page-header rules over WAL bytes as they come."""
 
@@ -35,8 +37,58 @@ class PageCheck:
 
 def long_page_header(data: Buffer) -> tuple[int, int, int] | None: ...
 
-class SegmentWriter:
-    """Write a timeline's WAL into preallocated segment files in a directory."""
+# ---- one segment file's life (_segfile.pxi) -----------------------------------
+
+WRITE_BEHIND_BYTES: int
+
+class SegmentFile:
+    """One segment file written through the engine's file lifecycle."""
+
+    directory: str
+    lsn: int | None
+    def __init__(
+        self,
+        directory: str | PathLike[str],
+        name: str,
+        *,
+        sync: bool = True,
+        file_mode: int = 0o600,
+        label: str = "write-ahead log file",
+    ) -> None: ...
+    def write(self, data: Buffer) -> None: ...
+    def sync(self) -> None: ...
+    def move(self, directory: str | PathLike[str], name: str) -> None: ...
+    def complete(
+        self, name: str, directory: str | PathLike[str] | None = None, *,
+        obsolete: str | None = None,
+    ) -> None: ...
+    def close(self) -> None: ...
+    def discard(self) -> None: ...
+    def abandon(self) -> None: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def syncs(self) -> int: ...
+    @property
+    def dir_syncs(self) -> int: ...
+    @property
+    def writeback_from(self) -> int: ...
+    @property
+    def release_from(self) -> int: ...
+
+# ---- sinks (_sinks.pxi, _chunkqueue.pxi) --------------------------------------
+
+class WalSink:
+    """Where a SegmentWriter puts the WAL it checked (not instantiated directly)."""
+
+class SegmentFiles(WalSink):
+    """Plain segment files, written and synced in the receive loop."""
 
     directory: str
     def __init__(
@@ -44,69 +96,19 @@ class SegmentWriter:
         directory: str | PathLike[str],
         *,
         timeline: int,
-        start_lsn: int,
         segment_size: int,
-        system_identifier: int = 0,
-        page_magic: int = 0,
-        page_size: int = 8192,
         sync: bool = True,
         file_mode: int = 0o600,
-        sink: ChunkQueue | None = None,
-        sink_suffix: str = "",
         zero_fill: bool = False,
     ) -> None: ...
     @property
-    def sink(self) -> ChunkQueue | None: ...
-    @property
-    def completed_end(self) -> int: ...
-    def write(self, data_start: int, data: Buffer) -> None: ...
-    def flush(self) -> int: ...
-    def close(self) -> None: ...
-    def __enter__(self) -> Self: ...
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None: ...
-    @property
-    def write_lsn(self) -> int: ...
-    @property
-    def flush_lsn(self) -> int: ...
-    @property
-    def pending_bytes(self) -> int: ...
-    @property
-    def timeline(self) -> int: ...
-    @property
-    def segment_size(self) -> int: ...
-    @property
-    def page_size(self) -> int: ...
-    @property
-    def system_identifier(self) -> int: ...
-    @property
-    def page_magic(self) -> int: ...
-    @property
-    def sync(self) -> bool: ...
-    @property
-    def segments_completed(self) -> int: ...
-    @property
     def syncs(self) -> int: ...
-    @property
-    def current_file(self) -> str | None: ...
-    @property
-    def closed(self) -> bool: ...
-    @property
-    def stop_lsn(self) -> int: ...
-    @stop_lsn.setter
-    def stop_lsn(self, value: int) -> None: ...
-    @property
-    def stop_reached(self) -> bool: ...
 
 CHUNK_SEGMENT_END_FLAG: int
 CHUNK_SYNC_FLAG: int
 CHUNK_CLOSE_FLAG: int
 
-class ChunkQueue:
+class ChunkQueue(WalSink):
     """Bounded queue of WAL chunks from the receive loop to a compressing worker."""
 
     error: BaseException | None
@@ -137,6 +139,77 @@ class ChunkQueue:
     @property
     def eventfd(self) -> int: ...
 
+# ---- the writer (_segwriter.pxi) ----------------------------------------------
+
+class SegmentWriter:
+    """Write a timeline's WAL into segment files, through a sink."""
+
+    directory: str
+    sink: WalSink
+    def __init__(
+        self,
+        directory: str | PathLike[str],
+        *,
+        timeline: int,
+        start_lsn: int,
+        segment_size: int,
+        system_identifier: int = 0,
+        page_magic: int = 0,
+        page_size: int = 8192,
+        sync: bool = True,
+        file_mode: int = 0o600,
+        sink: WalSink | None = None,
+        sink_suffix: str = "",
+        zero_fill: bool = False,
+    ) -> None: ...
+    def write(self, data_start: int, data: Buffer) -> None: ...
+    def flush(self) -> int: ...
+    def poll(self) -> None: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+    @property
+    def write_lsn(self) -> int: ...
+    @property
+    def flush_lsn(self) -> int: ...
+    @property
+    def pending_bytes(self) -> int: ...
+    @property
+    def timeline(self) -> int: ...
+    @property
+    def segment_size(self) -> int: ...
+    @property
+    def page_size(self) -> int: ...
+    @property
+    def system_identifier(self) -> int: ...
+    @property
+    def page_magic(self) -> int: ...
+    @property
+    def sync(self) -> bool: ...
+    @property
+    def segments_completed(self) -> int: ...
+    @property
+    def completed_end(self) -> int: ...
+    @property
+    def syncs(self) -> int: ...
+    @property
+    def current_file(self) -> str | None: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def stop_lsn(self) -> int: ...
+    @stop_lsn.setter
+    def stop_lsn(self, value: int) -> None: ...
+    @property
+    def stop_reached(self) -> bool: ...
+
+# ---- the parser (_frames.pxi) -------------------------------------------------
+
 class StreamParser:
     """Parse a physical replication stream's CopyData payloads into a SegmentWriter."""
 
@@ -162,6 +235,8 @@ class StreamParser:
     def keepalive_messages(self) -> int: ...
     @property
     def wal_bytes(self) -> int: ...
+
+# ---- the progress state (_progress.pxi) ---------------------------------------
 
 #: ``(name, offset, size, kind)`` per field of the C struct, in order.
 PROGRESS_FIELDS: tuple[tuple[str, int, int, str], ...]
@@ -212,6 +287,8 @@ class ProgressState:
     @property
     def closed(self) -> bool: ...
 
+# ---- the receive loop (_copystream.pxi) ---------------------------------------
+
 TICK: int
 COPY_DONE: int
 CONN_ERROR: int
@@ -244,10 +321,9 @@ class CopyStream:
     @property
     def last_receipt_time(self) -> int: ...
 
+# ---- here (_core.pyx) ---------------------------------------------------------
+
 def encode_status_update(
     write_lsn: int, flush_lsn: int, apply_lsn: int, send_time: int, reply_requested: bool = False
 ) -> bytes: ...
 def pg_time_now() -> int: ...
-def start_writeback(fd: int, offset: int, nbytes: int) -> None: ...
-
-WRITE_BEHIND_BYTES: int
