@@ -1,9 +1,11 @@
 # CopyStream: the compiled receive loop.
 #
 # Reads CopyData through libpq (PQgetCopyData), so TLS, GSS and unix sockets
-# work unchanged, feeds each payload to a StreamParser, applies the flush
-# policy and answers the server with standby status updates, all without the
-# GIL and without a Python object per message.  It returns to Python only per tick (at most max_seconds), at the
+# work unchanged, feeds each payload to a StreamParser, waits on the socket
+# (and on the compressing worker's eventfd), keeps the status-update timer,
+# applies the flush and report policy and answers the server with standby
+# status updates, all without the GIL and without a Python object per
+# message.  It returns to Python only per tick (at most max_seconds), at the
 # end of the COPY, on a connection error, when the stop position is reached
 # or when a signal interrupts the wait, so Python's signal handlers run
 # promptly.  Errors of the parser, writer or worker end the run and are

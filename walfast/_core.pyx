@@ -1,9 +1,15 @@
 # cython: language_level=3
 """walfast._core: the compiled hot path.
 
-Turns the physical replication stream into WAL segment files.  It owns the
-byte work and the syscalls for writing; it does not own sockets, timers or
-policy (when to flush, when to report), which belong to the control layer.
+Turns a started physical replication COPY into WAL segment files.  It owns
+the receive loop (reading CopyData through psycopg's libpq, waiting on the
+socket, the status-update timer, the flush and report policy, the standby
+status updates), the byte work (parsing, page-header checks, splitting at
+segment boundaries) and the segment files' life (create, write, sync,
+complete, close), for plain and compressed output.  It does not connect,
+choose where to start, follow timelines, reconnect, handle signals, scan
+directories, compress or log: the control layer (walfast.stream,
+walfast.waldir) does, between the loop's returns.
 
 One unit per concern, each a ``.pxi`` included below:
 
