@@ -11,8 +11,9 @@
 # promptly.  Errors of the parser, writer or worker end the run and are
 # raised by run(); the event it returns never carries one.
 #
-# libpq's function pointers come from the library psycopg loaded (see
-# walfast/_libpq.py): the extension never links libpq itself.
+# libpq's function pointers come from the library psycopg loaded (the
+# control layer passes its path to load_libpq): the extension never links
+# libpq itself.
 
 from libc.stdint cimport uintptr_t
 
