@@ -1,7 +1,7 @@
 """Build the compiled engine, walfast._core, with Cython.
 
 Environment toggles (as asyncpg and msgspec do):
-  WALFAST_DEBUG=1     -O0 -g, WALFAST_DEBUG macro, Cython line tracing
+  WALFAST_DEBUG=1     a debug build: -O0 -g and Cython line tracing
   WALFAST_ANNOTATE=1  write the Cython annotation HTML next to the sources
 """
 
@@ -13,11 +13,9 @@ from setuptools import Extension, setup
 DEBUG = os.environ.get("WALFAST_DEBUG") == "1"
 ANNOTATE = os.environ.get("WALFAST_ANNOTATE") == "1"
 
-macros = [("WALFAST_DEBUG", "1" if DEBUG else "0")]
+macros = [("CYTHON_TRACE_NOGIL", "1")] if DEBUG else []
 cflags = ["-O0", "-g"] if DEBUG else ["-O2"]
 cflags += ["-Wall", "-Wno-unused-function"]
-if DEBUG:
-    macros.append(("CYTHON_TRACE_NOGIL", "1"))
 
 extensions = [
     Extension(

@@ -12,8 +12,9 @@ Groups (every round moves the same 256 MiB of WAL; see benchmarks/README.md):
   mapping of a fresh posix_fallocate'd 16 MiB file per segment, as the
   engine did before it moved to pwrite (first-touch page faults and
   page-cache allocation included, no sync); ``fresh_mmap[madv_hugepage]``: the same with MADV_HUGEPAGE.
-* ``parse+copy``: StreamParser.feed of the raw stream in 256 KiB reads, or
-  feed_copydata per payload, into SegmentWriter(sync=False).
+* ``parse+copy``: StreamParser.feed_copydata, one call per CopyData payload
+  (what the receive loop does with each message libpq returns), into
+  SegmentWriter(sync=False).
 * ``parse+copy+flush``: the same with sync=True and writer.flush() whenever
   8 MiB / 64 MiB are pending (durable: fdatasync, plus the syncs of segment
   creation and completion).
@@ -66,10 +67,6 @@ def _drive(feed, writer, chunks, every):
     writer.close()
 
 
-def feed_all(parser, writer, reads, every=0):
-    _drive(parser.feed, writer, reads, every)
-
-
 def feed_copydata_all(parser, writer, payloads, every=0):
     _drive(parser.feed_copydata, writer, payloads, every)
 
@@ -77,23 +74,19 @@ def feed_copydata_all(parser, writer, payloads, every=0):
 # -------------------------------------------------------------- sanity --
 
 def test_sanity_output_matches_input(stream, out_dirs):
-    """Not a benchmark: one pass of each entry point writes exactly the WAL."""
-    for entry in ("feed", "feed_copydata"):
-        d = out_dirs.new()
-        writer = stream.writer(d, sync=False)
-        parser = walfast.StreamParser(writer)
-        if entry == "feed":
-            feed_all(parser, writer, stream.raw_reads)
-        else:
-            feed_copydata_all(parser, writer, stream.payloads)
-        _check_round(stream, parser, writer)
-        names = sorted(os.listdir(d))
-        assert len(names) == stream.n_segments and not any(n.endswith(".partial") for n in names)
-        for i, name in enumerate(names):
-            with open(os.path.join(d, name), "rb") as f:
-                seg = stream.wal[i * stream.segment_size:(i + 1) * stream.segment_size]
-                assert f.read() == seg, f"{entry}: {name} differs from the input"
-        out_dirs.remove(d)
+    """Not a benchmark: one pass writes exactly the WAL."""
+    d = out_dirs.new()
+    writer = stream.writer(d, sync=False)
+    parser = walfast.StreamParser(writer)
+    feed_copydata_all(parser, writer, stream.payloads)
+    _check_round(stream, parser, writer)
+    names = sorted(os.listdir(d))
+    assert len(names) == stream.n_segments and not any(n.endswith(".partial") for n in names)
+    for i, name in enumerate(names):
+        with open(os.path.join(d, name), "rb") as f:
+            seg = stream.wal[i * stream.segment_size:(i + 1) * stream.segment_size]
+            assert f.read() == seg, f"{name} differs from the input"
+    out_dirs.remove(d)
 
 
 # -------------------------------------------------------------- memcpy --
@@ -152,14 +145,6 @@ def test_memcpy_fresh_mmap(engine_bench, stream, out_dirs, advice):
 # ---------------------------------------------------------- parse+copy --
 
 @pytest.mark.benchmark(group="parse+copy")
-def test_parse_copy_feed(engine_bench, stream, out_dirs):
-    """StreamParser.feed, 256 KiB reads of raw 'd' frames, sync=False."""
-    engine_bench(feed_all, setup=_engine_setup(stream, out_dirs, (stream.raw_reads,), sync=False),
-                 teardown=_engine_teardown(stream, out_dirs), rounds=12, warmup_rounds=1,
-                 nbytes=stream.wal_bytes, nmsgs=stream.n_messages, reads=len(stream.raw_reads))
-
-
-@pytest.mark.benchmark(group="parse+copy")
 def test_parse_copy_feed_copydata(engine_bench, stream, out_dirs):
     """StreamParser.feed_copydata, one call per CopyData payload, sync=False."""
     engine_bench(feed_copydata_all,
@@ -172,17 +157,13 @@ def test_parse_copy_feed_copydata(engine_bench, stream, out_dirs):
 
 @pytest.mark.benchmark(group="parse+copy+flush")
 @pytest.mark.parametrize("every_mib", [8, 64], ids=lambda m: f"flush{m}MiB")
-@pytest.mark.parametrize("entry", ["feed", "feed_copydata"])
-def test_parse_copy_flush(engine_bench, stream, out_dirs, entry, every_mib):
-    """sync=True; writer.flush() whenever >= every_mib MiB are pending.
+def test_parse_copy_flush(engine_bench, stream, out_dirs, every_mib):
+    """feed_copydata, sync=True; writer.flush() whenever >= every_mib MiB
+    are pending.
 
     Segment completion syncs too (every 16 MiB), so with 64 MiB the explicit
     flush never finds anything pending: that row is "durable at segment
     completion only"."""
-    if entry == "feed":
-        target, data = feed_all, stream.raw_reads
-    else:
-        target, data = feed_copydata_all, stream.payloads
     syncs = []
     teardown = _engine_teardown(stream, out_dirs)
 
@@ -190,8 +171,9 @@ def test_parse_copy_flush(engine_bench, stream, out_dirs, entry, every_mib):
         syncs.append(writer.syncs)
         teardown(parser, writer, *args)
 
-    engine_bench(target,
-                 setup=_engine_setup(stream, out_dirs, (data, every_mib * MiB), sync=True),
+    engine_bench(feed_copydata_all,
+                 setup=_engine_setup(stream, out_dirs, (stream.payloads, every_mib * MiB),
+                                     sync=True),
                  teardown=teardown_count, rounds=6, warmup_rounds=1,
                  nbytes=stream.wal_bytes, nmsgs=stream.n_messages, flush_every_MiB=every_mib)
     if syncs:

@@ -4,7 +4,9 @@ server side by side with pg_receivewal -Z.
 Unit part (no server): SegmentWriter(sink=ChunkQueue) + CompressWorker on
 synthetic WAL: file names, frame kinds, standard decoders and tools, the
 memory bound under a slow worker, the durability order, worker errors,
-restarting on an existing compressed .partial.
+restarting on an existing compressed .partial.  The worker is observed
+through a subclass (:class:`ObservedWorker`): each chunk it takes, and each
+call on the files it writes.
 
 Server part: the same WAL range streamed by walfast (in-process,
 stream_once) and by pg_receivewal -Z gzip / -Z lz4; names, decompressed
@@ -34,7 +36,7 @@ from walfast import SegmentWriter, _core
 from walfast.waldir.codecs import SUFFIXES, CompressionSpec, DecodeError, decoded_length
 from walfast.waldir.compressor import CompressWorker
 from walfast.lsn import format_lsn, parse_lsn, segment_file_name
-from walfast.waldir.layout import STATE_DIR
+from walfast.waldir.layout import STATE_DIR, state_dir
 from walfast.waldir.scan import find_streaming_start
 from walfast.stream import ReceiveOutcome, StreamOptions, stream_once
 
@@ -82,14 +84,82 @@ def tool_check(path: Path, method: str) -> None:
     assert r.returncode == 0, f"{tool} -t {path}: {r.stderr}"
 
 
+class RecordingFile:
+    """A worker's SegmentFile, with every call recorded (name, the file's
+    writeback and release offsets and the queue's published flush position
+    right after it returned)."""
+
+    def __init__(self, worker: "ObservedWorker", file: _core.SegmentFile) -> None:
+        self._worker = worker
+        self._file = file
+        self.calls: list[tuple[str, int, int, int]] = []
+
+    def __getattr__(self, name):
+        return getattr(self._file, name)
+
+    def __setattr__(self, name, value):
+        if name == "lsn":
+            self._file.lsn = value
+        else:
+            super().__setattr__(name, value)
+
+    def _call(self, name, *args, **kw):
+        getattr(self._file, name)(*args, **kw)
+        self.calls.append((name, self._file.writeback_from, self._file.release_from,
+                           self._worker.queue.flushed))
+
+    def write(self, data):
+        self._call("write", data)
+
+    def sync(self):
+        self._call("sync")
+
+    def move(self, *args):
+        self._call("move", *args)
+
+    def complete(self, *args, **kw):
+        self._call("complete", *args, **kw)
+
+    def close(self):
+        self._call("close")
+
+    def discard(self):
+        self._call("discard")
+
+    def abandon(self):
+        self._call("abandon")
+
+
+class ObservedWorker(CompressWorker):
+    """The worker, observed: *hook* is called with ``(lsn, length, flags)``
+    before each chunk is handled (in the worker thread), and the calls on
+    the files it writes are recorded (:class:`RecordingFile`, in
+    :attr:`files`)."""
+
+    def __init__(self, *args, hook=None, **kw):
+        super().__init__(*args, **kw)
+        self.hook = hook
+        self.files: list[RecordingFile] = []
+
+    def _handle(self, slot, lsn, length, flags, target):
+        if self.hook is not None:
+            self.hook(lsn, length, flags)
+        return super()._handle(slot, lsn, length, flags, target)
+
+    def _new_file(self, directory, name):
+        f = RecordingFile(self, super()._new_file(directory, name))
+        self.files.append(f)
+        return f
+
+
 def start_engine(directory, method, *, start=0, segment_size=MB, nchunks=8,
-                 chunk_size=MB, chunk_hook=None, sync=True):
+                 chunk_size=MB, hook=None, sync=True):
     spec = CompressionSpec(method)
     q = _core.ChunkQueue(nchunks, chunk_size)
     w = SegmentWriter(directory, timeline=1, start_lsn=start, segment_size=segment_size,
                       sync=sync, sink=q, sink_suffix=spec.suffix)
-    worker = CompressWorker(q, directory, spec, timeline=1, segment_size=segment_size,
-                            sync=sync, chunk_hook=chunk_hook).start()
+    worker = ObservedWorker(q, directory, spec, timeline=1, segment_size=segment_size,
+                            sync=sync, hook=hook).start()
     return w, q, worker
 
 
@@ -146,7 +216,7 @@ def test_slow_worker_memory_bound_and_nothing_lost(tmp_path, method):
 
     wal = make_wal(0, MB + 700_000, segment_size=MB)
     w, q, worker = start_engine(tmp_path, method, nchunks=nchunks, chunk_size=chunk_size,
-                                chunk_hook=slow)
+                                hook=slow)
     assert q.memory_bound == nchunks * chunk_size
     feed(w, 0, wal)
     # The writer got ahead of the worker by at most the queue's size.
@@ -167,18 +237,9 @@ def test_slow_worker_memory_bound_and_nothing_lost(tmp_path, method):
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_flush_published_only_after_fdatasync(tmp_path, method, monkeypatch):
+def test_flush_published_only_after_fdatasync(tmp_path, method):
     """The flush position moves only once the compressed bytes covering it
     were fdatasynced, and the .partial then decodes to at least that much."""
-    events = []
-    q_ref = []
-    real = os.fdatasync
-
-    def recording_fdatasync(fd):
-        real(fd)
-        events.append(("fdatasync", q_ref[0].flushed))
-
-    monkeypatch.setattr(os, "fdatasync", recording_fdatasync)
     gate = threading.Event()
 
     def hook(lsn, length, flags):
@@ -186,8 +247,7 @@ def test_flush_published_only_after_fdatasync(tmp_path, method, monkeypatch):
             gate.wait(10)
 
     wal = make_wal(0, 300_000, segment_size=MB)
-    w, q, worker = start_engine(tmp_path, method, chunk_hook=hook)
-    q_ref.append(q)
+    w, q, worker = start_engine(tmp_path, method, hook=hook)
     feed(w, 0, wal[:200_000])
     flusher = threading.Thread(target=w.flush)
     flusher.start()
@@ -197,7 +257,10 @@ def test_flush_published_only_after_fdatasync(tmp_path, method, monkeypatch):
     gate.set()
     flusher.join(10)
     assert w.flush_lsn == 200_000
-    assert events and events[-1][1] < 200_000, "published before the fdatasync returned"
+    (f,) = worker.files
+    syncs = [flushed for name, _, _, flushed in f.calls if name == "sync"]
+    assert syncs and f.syncs >= 1
+    assert syncs[-1] < 200_000, "published before the fdatasync returned"
     partial = tmp_path / (segment_file_name(1, 0, MB) + SUFFIXES[method] + ".partial")
     # Not finished (the stream goes on), but a decodable prefix up to the flush.
     assert decodable_prefix(partial.read_bytes(), method) == wal[:200_000]
@@ -237,29 +300,29 @@ def test_every_sync_point_leaves_a_decodable_prefix(tmp_path, method):
     assert len(partial.read_bytes()) < pos // 3      # it did compress
 
 
-def test_worker_error_stops_the_writer_with_file_and_lsn(tmp_path, monkeypatch):
-    real_write = os.write
-    state = {"fail": False}
-
-    def failing_write(fd, data):
-        if state["fail"]:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real_write(fd, data)
-
-    monkeypatch.setattr(os, "write", failing_write)
-    wal = make_wal(0, 400_000, segment_size=MB)
+def test_worker_error_stops_the_writer_with_file_and_lsn(tmp_path):
+    """A write that fails in the worker (ENOSPC: the second segment's
+    .partial is a link to /dev/full) stops the writer: the error names the
+    file and the WAL position, nothing after the failure is reported
+    flushed, and close() raises it too."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    second = tmp_path / (segment_file_name(1, 1, MB) + ".gz.partial")
+    second.symlink_to("/dev/full")
+    wal = make_wal(0, MB + 300_000, segment_size=MB)
     w, q, worker = start_engine(tmp_path, "gzip", chunk_size=64 * 1024)
-    feed(w, 0, wal[:100_000])
-    w.flush()
-    state["fail"] = True
+    feed(w, 0, wal[:MB])
+    assert w.flush() == MB
     with pytest.raises(OSError) as ei:
-        feed(w, 100_000, wal[100_000:], seed=2)
+        feed(w, MB, wal[MB:], seed=2)
         w.flush()
     e = ei.value
     assert e.errno == errno.ENOSPC
-    assert e.filename == str(tmp_path / (segment_file_name(1, 0, MB) + ".gz.partial"))
+    assert e.filename == str(second)
     assert "could not write to compressed write-ahead log file at 0/" in str(e)
-    assert w.flush_lsn == 100_000           # nothing after the failure is reported
+    assert w.flush_lsn == MB                # nothing after the failure is reported
+    with pytest.raises(OSError):
+        w.poll()
     with pytest.raises(OSError):
         w.close()
     worker.join(10)
@@ -282,20 +345,29 @@ def test_restart_on_existing_compressed_partial(tmp_path, method):
     w, _, worker = start_engine(tmp_path, method)
     feed(w, 0, wal[:200_000], seed=3)
     w.flush()
-    # The new stream goes to a side file until it holds as much.
-    assert (tmp_path / (partial.name + ".tmp")).exists()
+    # The new stream goes to a shadow file in walfast's state directory
+    # (never among the WAL) until it holds as much.
+    shadow = state_dir(tmp_path) / (partial.name + ".tmp")
+    assert shadow.exists()
+    assert _wal_files(tmp_path) == [partial.name]
     assert partial.read_bytes() == old
     w.close()
     worker.join(10)
-    assert sorted(os.listdir(tmp_path)) == [partial.name]
+    assert _wal_files(tmp_path) == [partial.name]
+    assert os.listdir(state_dir(tmp_path)) == []
     assert partial.read_bytes() == old
 
-    # This run gets further: it replaces the old file at its first sync past it.
+    # This run gets further: it replaces the old file at its first sync past
+    # it (a rename from the state directory, both directories fsynced).
     w, _, worker = start_engine(tmp_path, method)
     feed(w, 0, wal[:600_000], seed=4)
     w.flush()
-    assert sorted(os.listdir(tmp_path)) == [partial.name]
+    assert _wal_files(tmp_path) == [partial.name]
+    assert os.listdir(state_dir(tmp_path)) == []
     assert decodable_prefix(partial.read_bytes(), method) == wal[:600_000]
+    (f,) = worker.files
+    assert [c[0] for c in f.calls if c[0] != "write"] == ["sync", "move"]
+    assert f.dir_syncs >= 2
     w.close()
     worker.join(10)
     assert decompress(partial.read_bytes(), method) == wal[:600_000]
@@ -305,7 +377,8 @@ def test_restart_on_existing_compressed_partial(tmp_path, method):
     feed(w, 0, wal, seed=5)
     w.close()
     worker.join(10)
-    assert sorted(os.listdir(tmp_path)) == [segment_file_name(1, 0, MB) + suffix]
+    assert _wal_files(tmp_path) == [segment_file_name(1, 0, MB) + suffix]
+    assert os.listdir(state_dir(tmp_path)) == []
     assert decompress((tmp_path / (segment_file_name(1, 0, MB) + suffix)).read_bytes(),
                       method) == wal
 
@@ -323,34 +396,27 @@ def test_restart_on_empty_or_undecodable_partial_overwrites_it(tmp_path, junk):
     assert gzip.decompress(partial.read_bytes()) == wal
 
 
-def test_no_sync_makes_no_fsync(tmp_path, monkeypatch):
-    calls = []
-    monkeypatch.setattr(os, "fsync", lambda fd: calls.append("fsync"))
-    monkeypatch.setattr(os, "fdatasync", lambda fd: calls.append("fdatasync"))
+def test_no_sync_makes_no_fsync(tmp_path):
     wal = make_wal(0, MB + 1000, segment_size=MB)
     w, _, worker = start_engine(tmp_path, "lz4", sync=False)
     feed(w, 0, wal)
     w.flush()
     w.close()
     worker.join(10)
-    assert calls == []
+    assert len(worker.files) == 2
+    assert [(f.syncs, f.dir_syncs) for f in worker.files] == [(0, 0), (0, 0)]
+    assert w.syncs == 0
     assert w.flush_lsn == len(wal)
 
 
 @pytest.mark.parametrize("sync", [True, False], ids=["sync", "no-sync"])
-def test_compressed_files_are_written_behind_and_released(tmp_path, monkeypatch, sync):
-    """As the plain writer: the worker starts writeback every MiB it writes
-    and releases the range whose writeback the step before started, so a
-    segment's end does not wait for all of its bytes (the queue would fill
-    meanwhile); a completed file is released whole.  (make_wal is
-    incompressible: the files are as large as the WAL.)"""
+def test_compressed_files_are_written_behind_and_released(tmp_path, sync):
+    """As the plain writer (the same file lifecycle): the worker starts
+    writeback every MiB it writes and releases the range whose writeback
+    the step before started, so a segment's end does not wait for all of
+    its bytes (the queue would fill meanwhile); a completed file is released
+    whole.  (make_wal is incompressible: the files are as large as the WAL.)"""
     seg = 8 * MB
-    calls = []
-    real_writeback, real_fadvise = _core.start_writeback, os.posix_fadvise
-    monkeypatch.setattr(_core, "start_writeback", lambda fd, off, n: (
-        calls.append(("writeback", off, n)), real_writeback(fd, off, n)))
-    monkeypatch.setattr(os, "posix_fadvise", lambda fd, off, n, advice: (
-        calls.append(("release", off, n)), real_fadvise(fd, off, n, advice)))
     wal = make_wal(0, seg + 3 * MB, segment_size=seg)
     w, _, worker = start_engine(tmp_path, "lz4", segment_size=seg, sync=sync)
     feed(w, 0, wal)
@@ -360,14 +426,21 @@ def test_compressed_files_are_written_behind_and_released(tmp_path, monkeypatch,
         assert resident_bytes(done) == 0
     w.close()
     worker.join(10)
-    first = calls[:calls.index(("release", 0, 0))]       # the completed file's
-    steps = [c for c in first if c[0] == "writeback"]
-    assert len(steps) >= 7                               # ~8 MiB, one per MiB
-    assert steps[0][1] == 0 and all(n >= MB for _, _, n in steps)
-    for a, b in zip(steps, steps[1:]):
-        assert b[1] == a[1] + a[2]                       # contiguous
-    released = [c for c in first if c[0] == "release"]
-    assert released == [("release", a[1], a[2]) for a in steps[:-1]]
+    first = worker.files[0].calls                   # the completed file's
+    assert first[-1][0] == "complete"
+    writes = [c for c in first if c[0] == "write"]
+    # (offset up to which writeback was started, up to which pages were
+    # released) after each write: the steps, in order.
+    steps = []
+    for _, writeback_from, release_from, _ in writes:
+        if not steps or steps[-1][0] != writeback_from:
+            steps.append((writeback_from, release_from))
+    starts = [wb for wb, _ in steps]
+    assert starts[0] == 0 and len(starts) >= 8       # ~8 MiB, one step per MiB
+    for a, b in zip(starts, starts[1:]):
+        assert b - a >= _core.WRITE_BEHIND_BYTES     # contiguous steps of >= 1 MiB
+    # Each step releases what the step before started: the release lags one step.
+    assert [rel for _, rel in steps] == [0] + starts[:-1]
     assert decompress(done.read_bytes(), "lz4") == wal[:seg]
     partial = tmp_path / (segment_file_name(1, 1, seg) + ".lz4.partial")
     assert decompress(partial.read_bytes(), "lz4") == wal[seg:]

@@ -1,12 +1,12 @@
-"""StreamParser: CopyData frames and payloads, split anywhere, and bad input."""
+"""StreamParser: whole CopyData payloads (what libpq hands the receive loop),
+the WAL split into XLogData messages anywhere, and bad input."""
 
 import os
-import struct
 
 import pytest
 
 from refimpl import ReferenceReceiver
-from wal_synth import SYSID, cut_like_walsender, frame, keepalive, make_wal, xlogdata
+from wal_synth import SYSID, cut_like_walsender, keepalive, make_wal, xlogdata
 from walfast import ProtocolError, SegmentWriter, StreamParser, WalfastError, WalGapError
 
 MB = 1 << 20
@@ -68,22 +68,47 @@ def test_feed_copydata_writes_and_tracks_keepalives(tmp_path):
     assert dir_files(tmp_path) == reference_files(payloads)
 
 
-def test_raw_stream_split_at_every_byte_boundary(tmp_path):
-    """Two feeds, split at every offset of the stream: the same bytes land
-    every time (compared in full for every 101st split, the received prefix
-    for the others, to keep the test fast)."""
-    wal, payloads = small_stream()
-    stream = b"".join(frame(x) for x in payloads)
-    expected = reference_files(payloads)
+def flushable(lsn, segment_size=MB):
+    """Where the flush position may be once the WAL up to *lsn* arrived: not
+    inside a page header that has not fully arrived (nothing of a page is
+    trusted before its header was checked)."""
+    page = lsn - lsn % PG
+    need = 40 if page % segment_size == 0 else 20
+    return page if lsn - page < need else lsn
+
+
+def split_stream(wal, cut, start=0):
+    """small_stream's messages with the WAL cut into two XLogData messages
+    at *cut*."""
+    return [
+        keepalive(start, 11, reply=False),
+        xlogdata(start, wal[:cut], send_time=12),
+        keepalive(start + cut, 13, reply=True),
+        xlogdata(start + cut, wal[cut:], wal_end=start + 5 * PG, send_time=15),
+    ]
+
+
+def test_wal_split_into_messages_at_every_byte_offset(tmp_path):
+    """The WAL cut into two messages at every offset (page headers split
+    across the two included): the same bytes land every time, and the flush
+    position after the first message never passes a page header that has
+    not fully arrived (files compared in full for every 101st cut, the
+    received prefix for the others, to keep the test fast)."""
+    wal, _ = small_stream()
+    expected = reference_files(split_stream(wal, 0))
     (name,) = expected
-    for cut in range(len(stream) + 1):
+    for cut in range(len(wal) + 1):
         p = new_parser(tmp_path, sync=False)
-        assert p.feed(stream[:cut]) == cut
-        assert p.feed(stream[cut:]) == len(stream) - cut
-        assert not p.in_frame
+        payloads = split_stream(wal, cut)
+        for x in payloads[:2]:
+            p.feed_copydata(x)
+        assert p.writer.flush() == flushable(cut), f"split at {cut}"
+        for x in payloads[2:]:
+            p.feed_copydata(x)
         assert p.writer.write_lsn == len(wal)
-        assert p.keepalive_messages == 2 and p.xlogdata_messages == 3
+        assert p.keepalive_messages == 2 and p.xlogdata_messages == 2
         assert p.reply_requested and p.wal_end == 5 * PG
+        assert p.writer.flush() == len(wal)
         p.writer.close()
         path = tmp_path / name
         if cut % 101 == 0:
@@ -94,34 +119,28 @@ def test_raw_stream_split_at_every_byte_boundary(tmp_path):
         path.unlink()
 
 
-def test_raw_stream_byte_by_byte(tmp_path):
+def test_wal_byte_by_byte(tmp_path):
+    """Every WAL byte in a message of its own (with the keepalives)."""
     wal, payloads = small_stream()
-    stream = b"".join(frame(x) for x in payloads)
+    one_byte = [keepalive(0, 11)]
+    one_byte += [xlogdata(i, wal[i:i + 1], send_time=12) for i in range(len(wal))]
+    one_byte += [keepalive(len(wal), 13, reply=True)]
     p = new_parser(tmp_path)
-    for i in range(len(stream)):
-        assert p.feed(stream[i:i + 1]) == 1
+    for i, x in enumerate(one_byte):
+        p.feed_copydata(x)
+        if i % 97 == 0:
+            assert p.writer.flush() == flushable(p.writer.write_lsn)
+    assert p.xlogdata_messages == len(wal)
     p.writer.close()
     assert dir_files(tmp_path) == reference_files(payloads)
 
 
-def test_feed_stops_before_other_messages(tmp_path):
-    _, payloads = small_stream()
-    copy_done = b"c\x00\x00\x00\x04"
-    stream = frame(payloads[0]) + frame(payloads[1]) + copy_done + b"Zjunk"
-    p = new_parser(tmp_path)
-    n = p.feed(stream)
-    assert stream[n:] == copy_done + b"Zjunk"
-    assert p.xlogdata_messages == 1 and not p.in_frame
-    # Feeding the same tail again still consumes nothing: the caller owns it.
-    assert p.feed(stream[n:]) == 0
-
-
-def test_feed_accepts_any_buffer(tmp_path):
+def test_feed_copydata_accepts_any_buffer(tmp_path):
     wal, payloads = small_stream()
-    stream = b"".join(frame(x) for x in payloads)
     p = new_parser(tmp_path)
-    assert p.feed(memoryview(bytearray(stream))[:100]) == 100
-    assert p.feed(bytearray(stream[100:])) == len(stream) - 100
+    p.feed_copydata(memoryview(bytearray(b"xx" + payloads[1]))[2:])
+    p.feed_copydata(bytearray(payloads[3]))
+    p.feed_copydata(memoryview(payloads[4]))
     assert p.writer.write_lsn == len(wal)
 
 
@@ -153,33 +172,26 @@ def test_bad_payloads(tmp_path, payload, match, msgtype, length):
     assert os.listdir(tmp_path) == []
 
 
-@pytest.mark.parametrize("length", [0, 3, 4, -1, -(1 << 31)])
-def test_impossible_frame_length(tmp_path, length):
+def test_bad_message_names_lsn_reached(tmp_path):
+    _, payloads = small_stream()
     p = new_parser(tmp_path)
-    with pytest.raises(ProtocolError, match="CopyData frame with an impossible length"):
-        p.feed(b"d" + struct.pack(">i", length) + b"w")
-
-
-def test_bad_message_in_raw_stream_names_lsn_reached(tmp_path):
-    wal, payloads = small_stream()
-    stream = frame(payloads[1]) + frame(b"q" + b"\0" * 40)
-    p = new_parser(tmp_path)
+    p.feed_copydata(payloads[1])
     with pytest.raises(ProtocolError) as ei:
-        p.feed(stream)
+        p.feed_copydata(b"q" + b"\0" * 40)
     assert ei.value.msgtype == "q"
     assert ei.value.lsn == PG + 7
     assert "0/407" in str(ei.value)
 
 
-def test_truncated_header_then_garbage(tmp_path):
-    """A frame cut off mid-header, then garbage where the rest should be."""
-    _, payloads = small_stream()
-    good = frame(payloads[1])
+def test_garbage_in_the_header_is_a_gap(tmp_path):
+    """An XLogData header of garbage: its dataStart does not continue the
+    stream, and nothing is written."""
     p = new_parser(tmp_path)
-    assert p.feed(good[:10]) == 10
-    assert p.in_frame
     with pytest.raises(WalGapError):
-        p.feed(b"\xff" * 64)   # the garbage lands in dataStart
+        p.feed_copydata(b"w" + b"\xff" * 64)
+    assert os.listdir(tmp_path) == []
+    with pytest.raises(WalfastError, match="stopped after an earlier error"):
+        p.feed_copydata(keepalive(0))
 
 
 def test_gap_in_data_start(tmp_path):
@@ -208,10 +220,8 @@ def test_walsender_sized_messages_across_segments(tmp_path):
     msgs = cut_like_walsender(start, wal, seed=3)
     payloads = [xlogdata(s, d) for s, d in msgs]
     p = new_parser(tmp_path, start=start, system_identifier=SYSID, page_size=8192)
-    stream = b"".join(frame(x) for x in payloads)
-    pos = 0
-    while pos < len(stream):   # odd-sized reads, as from a socket
-        pos += p.feed(stream[pos:pos + 65521])
+    for x in payloads:
+        p.feed_copydata(x)
     assert p.writer.segments_completed == 3
     p.writer.close()
     files = dir_files(tmp_path)

@@ -1,5 +1,5 @@
-"""The shared progress state (walfast.progress): layout, lock-free reads,
-and what a receiver publishes while streaming from a real server."""
+"""The shared progress state (walfast.monitor.progress): layout, lock-free
+reads, and what a receiver publishes while streaming from a real server."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ import struct
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
 from receivers import clean_env, wait_streaming, wait_until
 from wal_synth import keepalive, make_wal, xlogdata
-from walfast import SegmentWriter, StreamParser
+from walfast import SegmentWriter, StreamParser, _core
 from walfast.monitor import progress as P
 
 MB = 1 << 20
@@ -24,33 +25,99 @@ MB = 1 << 20
 # the file, without a server
 # --------------------------------------------------------------------------- #
 
-def test_layout_offsets_are_the_documented_ones(tmp_path):
+def test_layout_field_by_field(tmp_path):
+    """Every field of the C struct (walfast/_progress.pxi), written with a
+    distinctive value through the writer's paths (ProgressState.update, the
+    receive loop's per-batch and per-fdatasync publications), reads back
+    through parse_progress, and the raw bytes at the offset the engine's
+    field table gives hold it."""
     s = P.create_state(tmp_path)
-    s.update(state=P.STREAMING, received_tli=0x0A0B0C0D, system_identifier=0x1122334455667788,
-             segment_size=16 * MB, receive_start_lsn=0x0102030405060708,
-             receive_start_tli=0x31, sync=True, report_flush=True, slot_name="slot_a",
-             sender_host="db.example", sender_port=0x1234, reconnects=7)
-    raw = P.state_path(tmp_path).read_bytes()
-    assert len(raw) == P.SIZE == 664
-    assert raw[:8] == b"WALFPROG"
-    le = "<" if sys.byteorder == "little" else ">"
-
-    def field(fmt, off):
-        return struct.unpack_from(le + fmt, raw, off)[0]
-    assert (field("I", 8), field("I", 12), field("I", 32)) == (1, 664, 0x01020304)
-    assert field("Q", 16) % 2 == 0                                  # seq: not being written
-    assert field("I", 36) == 1 and field("q", 40) == os.getpid()
-    assert field("I", 48) == 3                                      # sync | report_flush
-    assert field("I", 52) == 0x0A0B0C0D
-    assert field("Q", 56) == 0x1122334455667788
-    assert field("Q", 64) == 16 * MB
-    assert field("Q", 72) == 0x0102030405060708
-    assert (field("I", 80), field("I", 84)) == (0x31, 0x1234)
-    assert field("Q", 184) == 7
-    assert raw[344:350] == b"slot_a" and raw[350:408] == bytes(58)
-    assert raw[408:418] == b"db.example" and not any(raw[418:664])
-    assert field("Q", 24) == P._fnv1a64(raw[32:664])
+    s.update(state=P.STOPPING, received_tli=0x0A0B0C0D, system_identifier=0x1122334455667788,
+             segment_size=0x0000_0004_0000_0000 + 16 * MB, receive_start_lsn=0x0102030405060708,
+             receive_start_tli=0x31323334, sync=True, report_flush=True, slot_name="slot_a",
+             sender_host="db.example", sender_port=0x4142, reconnects=0x5152535455565758)
+    s.publish(written_lsn=0x2122232425262728, flushed_lsn=0x2021222324252627,
+              latest_end_lsn=0x3132333435363738, latest_end_time=0x0001_0203_0405_0607,
+              last_msg_send_time=0x0001_1213_1415_1617, caught_up_time=0x0001_2223_2425_2627,
+              last_msg_receipt_time=0x0001_3233_3435_3637, messages=0x6162636465666768,
+              wal_bytes=0x7172737475767778, segments_completed=0x0102, status_updates=0x0304)
+    # One flush in the first bucket, two in the second, ... (+Inf last).
+    took = []
+    for bucket, bound in enumerate(P.FLUSH_BUCKETS_US + (P.FLUSH_BUCKETS_US[-1] + 1,)):
+        for _ in range(bucket + 1):
+            s.publish_flush(0x10, 0x10, bound)      # positions never move back
+            took.append(bound)
+    raw = s.snapshot()
+    snap = P.parse_progress(raw)
     s.close()
+    t = P.pg_time_to_unix
+    expected = {
+        "magic": b"WALFPROG", "version": 1, "size": P.SIZE, "seq": snap.seq,
+        "checksum": P._fnv1a64(raw[32:P.SIZE]), "byte_order": 0x01020304,
+        "state": P.STOPPING, "pid": os.getpid(), "flags": 3, "received_tli": 0x0A0B0C0D,
+        "system_identifier": 0x1122334455667788, "segment_size": 0x0000_0004_0000_0000 + 16 * MB,
+        "receive_start_lsn": 0x0102030405060708, "receive_start_tli": 0x31323334,
+        "sender_port": 0x4142, "written_lsn": 0x2122232425262728,
+        "flushed_lsn": 0x2021222324252627, "latest_end_lsn": 0x3132333435363738,
+        "latest_end_time": 0x0001_0203_0405_0607, "last_msg_send_time": 0x0001_1213_1415_1617,
+        "last_msg_receipt_time": 0x0001_3233_3435_3637, "caught_up_time": 0x0001_2223_2425_2627,
+        "start_time": None, "update_time": None,     # clocks: checked below
+        "messages": 0x6162636465666768, "wal_bytes": 0x7172737475767778,
+        "segments_completed": 0x0102, "reconnects": 0x5152535455565758,
+        "status_updates": 0x0304, "flushes": len(took), "flush_time_us": sum(took),
+        "flush_buckets": tuple(range(1, 17)), "slot_name": "slot_a", "sender_host": "db.example",
+    }
+    # The table covers the struct, in order, without gaps or overlaps, and
+    # every field got a value above.
+    names = [name for name, _, _, _ in _core.PROGRESS_FIELDS]
+    assert names == list(expected)
+    pos = 0
+    for name, offset, size, kind in _core.PROGRESS_FIELDS:
+        assert offset == pos, name
+        pos = offset + size
+    assert pos == P.SIZE == len(raw) == 664
+
+    # What parse_progress made of each field.
+    read_back = {
+        "seq": snap.seq, "state": P.STATES.index(snap.state), "pid": snap.pid,
+        "flags": snap.sync | snap.report_flush << 1, "received_tli": snap.received_tli,
+        "system_identifier": snap.system_identifier, "segment_size": snap.segment_size,
+        "receive_start_lsn": snap.receive_start_lsn, "receive_start_tli": snap.receive_start_tli,
+        "sender_port": snap.sender_port, "written_lsn": snap.written_lsn,
+        "flushed_lsn": snap.flushed_lsn, "latest_end_lsn": snap.latest_end_lsn,
+        "latest_end_time": snap.latest_end_time, "last_msg_send_time": snap.last_msg_send_time,
+        "last_msg_receipt_time": snap.last_msg_receipt_time,
+        "caught_up_time": snap.caught_up_time, "messages": snap.messages,
+        "wal_bytes": snap.wal_bytes, "segments_completed": snap.segments_completed,
+        "reconnects": snap.reconnects, "status_updates": snap.status_updates,
+        "flushes": snap.flushes, "flush_time_us": round(snap.flush_time * 1e6),
+        "flush_buckets": snap.flush_buckets, "slot_name": snap.slot_name,
+        "sender_host": snap.sender_host,
+    }
+    for name, value in read_back.items():
+        want = expected[name]
+        if name.endswith("_time"):
+            want = t(want)
+        assert value == want, name
+    now = time.time()
+    assert now - 60 < snap.start_time <= snap.update_time <= now + 1
+
+    # The raw bytes at each field's offset, in the writer's (native) order.
+    native = "<" if sys.byteorder == "little" else ">"
+    codes = {"u32": "I", "u64": "Q", "i64": "q"}
+    for name, offset, size, kind in _core.PROGRESS_FIELDS:
+        field = raw[offset:offset + size]
+        if kind == "bytes":
+            value = field
+        elif kind == "text":
+            value = field.rstrip(b"\0").decode()
+            assert not any(field[len(value):]), name          # NUL-padded
+        else:
+            n = size // struct.calcsize(codes[kind])
+            values = struct.unpack(native + codes[kind] * n, field)
+            value = values if n > 1 else values[0]
+        if expected[name] is not None:
+            assert value == expected[name], name
 
 
 def test_reader_matches_the_writers_own_snapshot(tmp_path):

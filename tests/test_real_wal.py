@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from wal_synth import cut_like_walsender, frame, keepalive, xlogdata
+from wal_synth import cut_like_walsender, keepalive, xlogdata
 from walfast import SegmentWriter, StreamParser
 from walfast.lsn import parse_segment_file_name
 
@@ -27,7 +27,7 @@ def server_wal(cluster, nsegments):
     return segnos[0] * segsize, data, [p.name for p in paths]
 
 
-def run_engine(directory, cluster, start, wal, *, raw, seed):
+def run_engine(directory, cluster, start, wal, *, flushes, seed):
     w = SegmentWriter(
         directory, timeline=1, start_lsn=start, segment_size=cluster.wal_segment_size,
         system_identifier=cluster.system_identifier(), page_magic=PG15_MAGIC,
@@ -39,20 +39,11 @@ def run_engine(directory, cluster, start, wal, *, raw, seed):
         payloads.append(xlogdata(data_start, data, wal_end=start + len(wal)))
         if i % 10 == 0:
             payloads.append(keepalive(data_start + len(data), reply=i % 20 == 0))
-    if raw:
-        # Socket-like reads of random sizes over the raw frame stream.
-        stream = b"".join(frame(p) for p in payloads)
-        rng = random.Random(seed)
-        pos = 0
-        while pos < len(stream):
-            n = rng.randint(1, 300_000)
-            assert parser.feed(stream[pos:pos + n]) == len(stream[pos:pos + n])
-            pos += n
-            if rng.random() < 0.2:
-                w.flush()
-    else:
-        for p in payloads:
-            parser.feed_copydata(p)
+    rng = random.Random(seed)
+    for p in payloads:
+        parser.feed_copydata(p)
+        if flushes and rng.random() < 0.2:
+            w.flush()           # batches of random length, as the receive loop's
     assert w.write_lsn == start + len(wal)
     assert w.flush_lsn == start + len(wal)     # every segment completed durably
     assert parser.xlogdata_messages == len(msgs)
@@ -64,10 +55,10 @@ def run_engine(directory, cluster, start, wal, *, raw, seed):
 def test_engine_output_is_byte_identical_to_pg_wal(shared_cluster, tmp_path, segsize_mb, nsegments):
     cluster = shared_cluster(wal_segsize_mb=segsize_mb)
     start, wal, names = server_wal(cluster, nsegments)
-    for raw in (True, False):
-        out = tmp_path / ("raw" if raw else "payloads")
+    for flushes in (True, False):
+        out = tmp_path / ("flushes" if flushes else "payloads")
         out.mkdir()
-        w = run_engine(out, cluster, start, wal, raw=raw, seed=segsize_mb)
+        w = run_engine(out, cluster, start, wal, flushes=flushes, seed=segsize_mb)
         assert w.segments_completed == len(names)
         assert w.page_magic == PG15_MAGIC
         assert sorted(p.name for p in out.iterdir()) == names

@@ -374,8 +374,8 @@ def test_zero_fill_does_not_multiply_the_bytes_written(tmp_path):
     """Small writes each followed by a flush (the --synchronous pattern)
     into a zero-filled segment send each byte to the disk about once more
     than the zeros: the zeros must not leave the file in large page-cache
-    folios that every small flush writes back whole (measured: 32 times the
-    data with 1 MiB zero writes)."""
+    folios that every small flush writes back whole (benchmarks/README.md,
+    "Why the engine writes the way it does")."""
     wal = make_wal(0, 2 * MB, segment_size=MB)
     before = _write_bytes()
     with writer(tmp_path, zero_fill=True) as w:
@@ -390,7 +390,8 @@ def test_zero_fill_does_not_multiply_the_bytes_written(tmp_path):
 def test_completed_segments_leave_the_page_cache(tmp_path):
     """A completed (synced) segment's pages are released from the page cache
     (as PostgreSQL does with its own WAL): nothing reads them back, and
-    reusing released pages is what makes writing cheap (see _release).
+    reusing released pages is what makes writing cheap (see sf_release in
+    walfast/_segfile.pxi).
     The open segment keeps the pages still being written."""
     seg = 4 * MB
     wal = make_wal(0, seg + seg // 2, segment_size=seg)

@@ -3,8 +3,9 @@
 * :func:`make_wal` builds WAL bytes whose page headers are what a server
   writes (magic, flags, timeline, page address, long header at each segment
   start) and whose record bytes are deterministic noise.
-* :func:`xlogdata`, :func:`keepalive`, :func:`frame` build the CopyData
-  payloads and protocol frames (big-endian, layouts as in walfast/_frames.pxi).
+* :func:`xlogdata`, :func:`keepalive` build the CopyData payloads
+  (big-endian, layouts as in walfast/_frames.pxi); :func:`frame` wraps one
+  in its protocol frame, as it travels on the wire (libpq's to unwrap).
 * :func:`cut_like_walsender` cuts a WAL range into XLogData payloads the way
   walsender.c does.
 

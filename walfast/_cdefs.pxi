@@ -7,7 +7,7 @@
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset, strlen
 from libc.stdio cimport snprintf
-from libc.errno cimport EINTR, ENOENT, ENOSPC, errno
+from libc.errno cimport EINTR, EINVAL, ENOENT, ENOSPC, errno
 from posix.types cimport off_t
 
 cdef extern from "<fcntl.h>" nogil:
@@ -21,6 +21,7 @@ cdef extern from "<fcntl.h>" nogil:
     enum:
         O_RDWR
         O_CREAT
+        O_TRUNC
         O_CLOEXEC
 
 cdef extern from "<unistd.h>" nogil:
@@ -29,6 +30,7 @@ cdef extern from "<unistd.h>" nogil:
     int fdatasync(int fd)
     ssize_t pwrite(int fd, const void *buf, size_t count, off_t offset)
     int ftruncate(int fd, off_t length)
+    int unlinkat(int dirfd, const char *pathname, int flags)
 
 cdef extern from "<sys/stat.h>" nogil:
     cdef struct stat:
@@ -59,13 +61,6 @@ cdef extern from *:
     #endif
         return v;
     }
-    static inline uint32_t wf_be32(const unsigned char *p) {
-        uint32_t v; memcpy(&v, p, 4);
-    #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-        v = __builtin_bswap32(v);
-    #endif
-        return v;
-    }
     static inline void wf_put_be64(unsigned char *p, uint64_t v) {
     #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
         v = __builtin_bswap64(v);
@@ -78,7 +73,6 @@ cdef extern from *:
     static inline uint64_t wf_ne64(const unsigned char *p) { uint64_t v; memcpy(&v, p, 8); return v; }
     """
     uint64_t wf_be64(const unsigned char *p) noexcept nogil
-    uint32_t wf_be32(const unsigned char *p) noexcept nogil
     void wf_put_be64(unsigned char *p, uint64_t v) noexcept nogil
     uint16_t wf_ne16(const unsigned char *p) noexcept nogil
     uint32_t wf_ne32(const unsigned char *p) noexcept nogil
@@ -87,37 +81,13 @@ cdef extern from *:
 
 # Protocol constants (see the message layouts in _frames.pxi).
 cdef enum:
-    COPY_DATA = 0x64            # 'd': protocol message carrying one CopyData payload
     MSG_XLOGDATA = 0x77         # 'w'
     MSG_KEEPALIVE = 0x6B        # 'k'
     MSG_STATUS_UPDATE = 0x72    # 'r'
-    FRAME_HEADER_LEN = 5        # 'd' + int32 length (the length counts itself)
     XLOGDATA_HEADER_LEN = 25
     KEEPALIVE_LEN = 18
     STATUS_UPDATE_LEN = 34
 
-# WAL page header layout (xlog_internal.h), native byte order.
-cdef enum:
-    XLP_FIRST_IS_CONTRECORD = 0x0001
-    XLP_LONG_HEADER = 0x0002
-    XLP_BKP_REMOVABLE = 0x0004
-    XLP_FIRST_IS_OVERWRITE_CONTRECORD = 0x0008
-    XLP_ALL_FLAGS = 0x000F
-    # Bytes of a header that must have arrived before it can be checked:
-    # the short header's fields end at 20 (xlp_rem_len), the long header's
-    # at 40 (xlp_xlog_blcksz).
-    SHORT_PHD_CHECK_LEN = 20
-    LONG_PHD_CHECK_LEN = 40
-
 # Seconds from the Unix epoch to PostgreSQL's (2000-01-01 00:00:00 UTC).
 cdef enum:
     PG_EPOCH_OFFSET_S = 946684800
-
-# Segment files: start writeback once this much was written since the last
-# start (SegmentWriter._write_behind).  Big enough for the disk to merge
-# writes, small enough that the final fdatasync of a segment waits little.
-cdef enum:
-    WRITE_BEHIND = 1048576
-    # Zero-filling writes (SegmentWriter._write_zeros): small, as
-    # pg_receivewal's XLOG_BLCKSZ writes (see _write_zeros for why).
-    ZERO_FILL_CHUNK = 8192

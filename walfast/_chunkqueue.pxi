@@ -1,12 +1,12 @@
-# ChunkQueue: the bounded hand-over from the receive loop to the compressing
-# worker (compressed output, walfast/compressor.py).
+# ChunkQueue: the compressed-output sink, a bounded hand-over from the
+# receive loop to the compressing worker (walfast/waldir/compressor.py).
 #
 # The receive loop runs without the GIL and must never wait for a
 # compressor; the worker is a Python thread (zlib, lz4 and zstandard release
 # the GIL while they compress).  Between them sits a ring of *nchunks*
 # fixed-size buffers of *chunk_size* bytes, allocated once:
 #
-#   producer (receive loop, SegmentWriter)    consumer (worker thread)
+#   producer (SegmentWriter, as its sink)     consumer (worker thread)
 #   ------------------------------------      ------------------------
 #   take a free slot, memcpy WAL into it      get()      oldest committed slot
 #   commit it: full, segment end, sync        view(i)    its bytes (memoryview)
@@ -29,11 +29,11 @@
 #
 # What the worker made durable comes back through publish(): the flushed LSN
 # (only after the fdatasync that covers it) and the completed segments.  The
-# receive loop reads them under the mutex (SegmentWriter._sink_poll) and is
-# woken through an eventfd it polls next to the socket, so a status update
-# goes out as soon as a sync finishes.
-
-cimport cython
+# writer takes it in under the mutex (_poll) and the receive loop is woken
+# through an eventfd it polls next to the socket, so a status update goes
+# out as soon as a sync finishes.  A worker failure (fail()) is sticky: every
+# later producer call returns -1, and the writer raises the worker's
+# exception from write(), flush(), close() or CopyStream.run().
 
 cdef extern from "<pthread.h>" nogil:
     ctypedef struct pthread_mutex_t:
@@ -59,6 +59,10 @@ cdef extern from "<unistd.h>" nogil:
     ssize_t read(int fd, void *buf, size_t count)
     ssize_t write(int fd, const void *buf, size_t count)
 
+# Compressed output: a partly filled chunk goes to the worker after this long
+# without filling up, so a quiet stream still reaches the file.
+cdef int64_t SINK_MAX_DELAY_US = 200000
+
 from libc.stdlib cimport malloc, free
 from cpython.memoryview cimport PyMemoryView_FromMemory
 from cpython.buffer cimport PyBUF_READ
@@ -81,17 +85,17 @@ cdef struct ChunkSlot:
 
 
 @cython.final
-cdef class ChunkQueue:
+cdef class ChunkQueue(WalSink):
     """Bounded queue of WAL chunks from the receive loop to a compressing
-    worker thread.
+    worker thread: the sink of compressed output.
 
     ChunkQueue(nchunks=8, chunk_size=1 MiB)
 
     At most ``nchunks * chunk_size`` bytes of WAL wait for the worker; when
     every slot is taken the receive loop waits (backpressure).  The producer
-    side is the :class:`SegmentWriter` it is given to; the consumer side is
-    :meth:`get`, :meth:`view`, :meth:`release`, :meth:`publish` and
-    :meth:`fail`.
+    side is the :class:`SegmentWriter` it is given to (as its sink); the
+    consumer side is :meth:`get`, :meth:`view`, :meth:`release`,
+    :meth:`publish` and :meth:`fail`.
     """
 
     cdef ChunkSlot *_slots
@@ -117,9 +121,15 @@ cdef class ChunkQueue:
     cdef bint _finished           # the worker handled CHUNK_CLOSE
     cdef bint _shutdown           # nothing more will be committed (get() returns None when drained)
     cdef readonly object error    # the worker's exception, once failed
+    # Producer side (the receive loop only; no lock).
+    cdef ChunkSlot *_slot         # the chunk being filled
+    cdef int64_t _slot_since      # pg time its first byte arrived
+    cdef uint64_t _sync_requested # target of the last sync request
+    cdef uint64_t _next_lsn       # where the next byte lands
 
     def __cinit__(self):
         self._efd = -1
+        self._whole_segments = True
 
     def __init__(self, nchunks=8, chunk_size=1 << 20):
         cdef uint32_t i
@@ -144,6 +154,8 @@ cdef class ChunkQueue:
         self._efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
         if self._efd < 0:
             raise OSError(errno, _os.strerror(errno), "eventfd")
+        self._wakeup_fd = self._efd
+        self._err.queue = <void *>self
 
     def __dealloc__(self):
         cdef uint32_t i
@@ -158,7 +170,7 @@ cdef class ChunkQueue:
         if self._efd >= 0:
             close(self._efd)
 
-    # ---- producer side (receive loop, nogil; caller holds no lock) --------
+    # ---- producer side (the receive loop, nogil; caller holds no lock) -----
 
     cdef inline void _wake(self) noexcept nogil:
         # Caller holds _mu.
@@ -188,43 +200,122 @@ cdef class ChunkQueue:
         s.flags = 0
         return s
 
-    cdef void _commit(self, ChunkSlot *s) noexcept nogil:
+    cdef void _hand_over(self, ChunkSlot *s) noexcept nogil:
         """Hand a filled slot (flags and target set) to the worker."""
         pthread_mutex_lock(&self._mu)
         self._ready += 1
         self._wake()
         pthread_mutex_unlock(&self._mu)
 
-    cdef void _read_published(self, uint64_t *flushed, uint64_t *completed,
-                              uint64_t *completed_end, bint *failed) noexcept nogil:
-        pthread_mutex_lock(&self._mu)
-        flushed[0] = self._flushed
-        completed[0] = self._completed
-        completed_end[0] = self._completed_end
-        failed[0] = self._failed
-        pthread_mutex_unlock(&self._mu)
+    cdef int _worker_failed(self) noexcept nogil:
+        self._err.code = ERR_SINK
+        self._err.what = "the compressing worker failed"
+        return -1
 
-    cdef bint _wait_flushed(self, uint64_t target) noexcept nogil:
-        """Wait until *target* is published flushed; False if the worker failed."""
+    cdef int _commit(self, uint32_t flags, uint64_t target) noexcept nogil:
+        """Hand the chunk being filled (an empty one if none) to the worker
+        with *flags*."""
+        if self._slot == NULL:
+            if flags == 0:
+                return 0
+            self._slot = self._acquire(self._next_lsn)
+            if self._slot == NULL:
+                return self._worker_failed()
+        self._slot.flags |= flags
+        self._slot.target = target
+        self._hand_over(self._slot)
+        self._slot = NULL
+        return 0
+
+    cdef int _read_published(self, SinkProgress *out) noexcept nogil:
+        cdef bint failed
+        pthread_mutex_lock(&self._mu)
+        out.flushed = self._flushed
+        out.completed = self._completed
+        out.completed_end = self._completed_end
+        failed = self._failed
+        pthread_mutex_unlock(&self._mu)
+        out.syncs = 0               # the worker syncs, not the receive loop
+        return self._worker_failed() if failed else 0
+
+    # ---- the sink interface (see _sinks.pxi) ----
+
+    cdef int _open(self, uint64_t segno, uint64_t lsn) noexcept nogil:
+        # (at a segment's start: SegmentWriter checks that, _whole_segments)
+        self._next_lsn = lsn
+        return 0
+
+    cdef int _write(self, const unsigned char *p, size_t n, uint64_t lsn) noexcept nogil:
+        """Copy the n bytes at p, which land at *lsn*, into chunks; a full
+        chunk goes to the worker.  Waits for a free chunk when all are taken."""
+        cdef size_t take
+        while n > 0:
+            if self._slot == NULL:
+                self._slot = self._acquire(lsn)
+                if self._slot == NULL:
+                    return self._worker_failed()
+                self._slot_since = pg_now()
+            take = self._size - self._slot.length
+            if take > n:
+                take = n
+            memcpy(self._slot.buf + self._slot.length, p, take)
+            self._slot.length += take
+            p += take
+            n -= take
+            lsn += take
+            if self._slot.length == self._size:
+                self._hand_over(self._slot)
+                self._slot = NULL
+        self._next_lsn = lsn
+        return 0
+
+    cdef int _complete(self, uint64_t end) noexcept nogil:
+        return self._commit(CHUNK_SEGMENT_END, end)
+
+    cdef int _flush(self, uint64_t target, bint wait) noexcept nogil:
+        """Ask the worker to sync up to *target*.  Without *wait*, not while
+        a sync is outstanding: its completion wakes the receive loop, which
+        asks again, so syncs batch themselves while the disk is busy."""
+        cdef SinkProgress now
         cdef bint ok
+        if self._read_published(&now) < 0:
+            return -1
+        if target <= now.flushed or (not wait and self._sync_requested > now.flushed):
+            return 0
+        if self._commit(CHUNK_SYNC, target) < 0:
+            return -1
+        self._sync_requested = target
+        if not wait:
+            return 0
         pthread_mutex_lock(&self._mu)
         while self._flushed < target and not self._failed:
             pthread_cond_wait(&self._cond, &self._mu)
         ok = not self._failed
         pthread_mutex_unlock(&self._mu)
-        return ok
+        return 0 if ok else self._worker_failed()
 
-    cdef bint _wait_finished(self) noexcept nogil:
-        """Wait until the worker handled CHUNK_CLOSE; False if it failed."""
+    cdef int _close(self, uint64_t target) noexcept nogil:
+        """Queue the end of the stream and wait until the worker has synced
+        it; then everything up to *target* is durable."""
         cdef bint ok
+        if self._commit(CHUNK_CLOSE, target) < 0:
+            return -1
         pthread_mutex_lock(&self._mu)
         while not self._finished and not self._failed:
             pthread_cond_wait(&self._cond, &self._mu)
         ok = not self._failed
         pthread_mutex_unlock(&self._mu)
-        return ok
+        return 0 if ok else self._worker_failed()
 
-    cdef void _drain_eventfd(self) noexcept nogil:
+    cdef int _poll(self, SinkProgress *out, int64_t now) noexcept nogil:
+        if self._read_published(out) < 0:
+            return -1
+        if now and self._slot != NULL and self._slot.length \
+                and now - self._slot_since >= SINK_MAX_DELAY_US:
+            return self._commit(0, 0)
+        return 0
+
+    cdef void _drain_wakeup(self) noexcept nogil:
         cdef uint64_t v
         read(self._efd, &v, 8)
 

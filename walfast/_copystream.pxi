@@ -1,15 +1,19 @@
 # CopyStream: the compiled receive loop.
 #
 # Reads CopyData through libpq (PQgetCopyData), so TLS, GSS and unix sockets
-# work unchanged, feeds each payload to a StreamParser, applies the flush
-# policy and answers the server with standby status updates, all without the
-# GIL and without a Python object per message.  It returns to Python only
-# per tick (at most max_seconds), at the end of the COPY, on a connection
-# error, when the stop position is reached or when a signal interrupts the
-# wait, so Python's signal handlers run promptly.
+# work unchanged, feeds each payload to a StreamParser, waits on the socket
+# (and on the compressing worker's eventfd), keeps the status-update timer,
+# applies the flush and report policy and answers the server with standby
+# status updates, all without the GIL and without a Python object per
+# message.  It returns to Python only per tick (at most max_seconds), at the
+# end of the COPY, on a connection error, when the stop position is reached
+# or when a signal interrupts the wait, so Python's signal handlers run
+# promptly.  Errors of the parser, writer or worker end the run and are
+# raised by run(); the event it returns never carries one.
 #
-# libpq's function pointers come from the library psycopg loaded (see
-# walfast/_libpq.py): the extension never links libpq itself.
+# libpq's function pointers come from the library psycopg loaded (the
+# control layer passes its path to load_libpq): the extension never links
+# libpq itself.
 
 from libc.stdint cimport uintptr_t
 
@@ -80,13 +84,15 @@ def load_libpq(path):
     return _pq.lib_version()
 
 
-# What run() reports.
+# What ended a run.
 cdef enum StreamEvent:
+    EV_NONE = -1          # (internal) nothing yet: go on
     EV_TICK = 0           # max_seconds elapsed: Python's turn (logs, signals, stop checks)
     EV_COPY_DONE = 1      # the server ended the COPY (end of timeline or shutdown)
     EV_CONN_ERROR = 2     # libpq reported an error: see the connection's error message
     EV_STOP_REACHED = 3   # the writer's stop position (--endpos) was passed
     EV_INTERRUPTED = 4    # a signal interrupted the wait
+    EV_FAILED = 5         # (internal) an error is recorded in CopyStream._failure: run() raises it
 
 TICK = EV_TICK
 COPY_DONE = EV_COPY_DONE
@@ -100,7 +106,7 @@ cdef class CopyStream:
     """Receive a started physical replication COPY into a StreamParser.
 
     CopyStream(pgconn_ptr, parser, *, report_flush, synchronous,
-               status_interval, flush_bytes=0, progress=None)
+               status_interval, progress=None)
 
     *pgconn_ptr* is psycopg's ``conn.pgconn.pgconn_ptr`` after
     ``START_REPLICATION`` returned COPY_BOTH; :func:`load_libpq` must have
@@ -117,12 +123,13 @@ cdef class CopyStream:
     * *synchronous*: flush at the end of each batch of received messages;
     * a keepalive asking for a reply flushes first when reporting flush;
     * addition: when reporting flush, each periodic status update flushes
-      first, so the slot advances every interval instead of once a segment;
-    * *flush_bytes* > 0: also flush whenever that much is pending.
+      first, so the slot advances every interval instead of once a segment.
 
-    With compressed output (the writer has a ``sink``) a flush is a request
-    to the compressing worker; the loop also polls the queue's eventfd and
-    reports the new flush position as soon as the worker synced it.
+    With compressed output (the writer's sink is a :class:`ChunkQueue`) a
+    flush is a request to the compressing worker; the loop also polls the
+    queue's eventfd and reports the new flush position as soon as the worker
+    synced it.  A failure of the parser, the writer or the worker ends
+    :meth:`run` with its exception.
 
     *progress*, a :class:`ProgressState`, is published to right after each
     fdatasync and at the end of each batch (see :meth:`_publish`).
@@ -135,7 +142,7 @@ cdef class CopyStream:
     cdef bint _report_flush
     cdef bint _synchronous
     cdef int64_t _status_interval     # microseconds; 0 = no periodic updates
-    cdef uint64_t _flush_bytes
+    cdef ErrInfo *_failure            # EV_FAILED: the parser's or the writer's record
     cdef int64_t _last_status         # pg time of the last update sent; 0 = none yet
     cdef uint64_t _sent_flush
     cdef bint _out_pending            # PQflush could not send everything yet
@@ -147,7 +154,7 @@ cdef class CopyStream:
     cdef uint64_t _pub_messages, _pub_bytes, _pub_segments, _pub_status
 
     def __init__(self, pgconn_ptr, StreamParser parser not None, *, report_flush,
-                 synchronous, status_interval, flush_bytes=0, ProgressState progress=None):
+                 synchronous, status_interval, ProgressState progress=None):
         if _pq.handle == NULL:
             raise RuntimeError("walfast._core.load_libpq() has not been called")
         if status_interval < 0:
@@ -161,54 +168,54 @@ cdef class CopyStream:
         self._report_flush = report_flush
         self._synchronous = synchronous
         self._status_interval = <int64_t>(status_interval * 1000000)
-        self._flush_bytes = flush_bytes
         if progress is not None:
             self._progress = progress
             self._shm = progress.shm()
             self._pub_messages = parser._messages
             self._pub_bytes = parser._wal_bytes
-            self._pub_segments = self._w._segments_completed
+            self._pub_segments = self._w._prog.completed
 
-    cdef int _flush(self) noexcept nogil:
+    cdef StreamEvent _writer_failed(self) noexcept nogil:
+        self._failure = &self._w._err
+        return EV_FAILED
+
+    cdef StreamEvent _flush(self) noexcept nogil:
         """The writer's flush; when it did fdatasync, publish the new flush
-        position and its latency at once (flushed never ahead of the disk)."""
-        cdef uint64_t syncs = self._w._syncs
+        position and its latency at once (flushed never ahead of the disk).
+        EV_NONE, or EV_FAILED."""
+        cdef uint64_t syncs = self._w._prog.syncs
         cdef int64_t t0 = wf_monotonic_us() if self._shm != NULL else 0
-        if self._w._flush() < 0:
-            return -1
-        if self._shm != NULL and self._w._syncs != syncs:
+        if self._w._flush(False) < 0:
+            return self._writer_failed()
+        if self._shm != NULL and self._w._prog.syncs != syncs:
             wf_progress_flushed(self._shm, self._w._write_lsn, self._w._flush_lsn,
                                 <uint64_t>(wf_monotonic_us() - t0))
-        return 0
+        return EV_NONE
 
     cdef void _publish(self) noexcept nogil:
         """Once per batch: positions, the server's walEnd and times, counters.
         flushed only ever comes from the writer's flush_lsn, and only when it
         means fdatasync'ed (not --no-sync)."""
-        cdef wf_progress *p = self._shm
-        if p == NULL:
+        cdef wf_batch b
+        if self._shm == NULL:
             return
-        wf_progress_begin(p)
-        if self._w._write_lsn > p.written_lsn:
-            p.written_lsn = self._w._write_lsn
-        if self._w._sync and self._w._flush_lsn > p.flushed_lsn:
-            p.flushed_lsn = self._w._flush_lsn
-        if self.parser._messages != self._pub_messages:
-            p.latest_end_lsn = self.parser._wal_end
-            p.latest_end_time = self.parser._wal_end_time
-            p.last_msg_send_time = self.parser._send_time
-            p.caught_up_time = self.parser._caught_up_time
-            p.last_msg_receipt_time = self._last_receipt
-        p.messages += self.parser._messages - self._pub_messages
-        p.wal_bytes += self.parser._wal_bytes - self._pub_bytes
-        p.segments_completed += self._w._segments_completed - self._pub_segments
-        p.status_updates += self._status_updates - self._pub_status
+        b.written_lsn = self._w._write_lsn
+        b.flushed_lsn = self._w._flush_lsn if self._w._sync else 0
+        b.new_messages = self.parser._messages != self._pub_messages
+        b.latest_end_lsn = self.parser._wal_end
+        b.latest_end_time = self.parser._wal_end_time
+        b.last_msg_send_time = self.parser._send_time
+        b.caught_up_time = self.parser._caught_up_time
+        b.last_msg_receipt_time = self._last_receipt
+        b.messages = self.parser._messages - self._pub_messages
+        b.wal_bytes = self.parser._wal_bytes - self._pub_bytes
+        b.segments_completed = self._w._prog.completed - self._pub_segments
+        b.status_updates = self._status_updates - self._pub_status
         self._pub_messages = self.parser._messages
         self._pub_bytes = self.parser._wal_bytes
-        self._pub_segments = self._w._segments_completed
+        self._pub_segments = self._w._prog.completed
         self._pub_status = self._status_updates
-        p.update_time = pg_now()
-        wf_progress_end(p)
+        wf_progress_publish(self._shm, &b, pg_now())
 
     cdef int _send_status(self) noexcept nogil:
         """Queue and flush a standby status update; -1 on a libpq error."""
@@ -228,36 +235,37 @@ cdef class CopyStream:
         self._status_updates += 1
         return 0
 
-    cdef int _after_batch(self) noexcept nogil:
-        """Flush and report as the policy says.  0, -2 (writer error) or
-        EV_CONN_ERROR."""
+    cdef StreamEvent _after_batch(self) noexcept nogil:
+        """Flush and report as the policy says.  EV_NONE, EV_CONN_ERROR or
+        EV_FAILED."""
         cdef bint send
         cdef bint pending
         cdef int64_t now = pg_now()
-        # Compressed output: take in the worker's flush position first.
-        if self._w._poll_sink(now) < 0:
-            return -2
+        # Compressed output: take in what the worker made durable (or its
+        # failure) first.
+        if self._w._poll(now) < 0:
+            return self._writer_failed()
         send = self._last_status == 0
         pending = self._w._write_lsn > self._w._flush_lsn
         if self._synchronous and pending:
-            if self._flush() < 0:
-                return -2
+            if self._flush() == EV_FAILED:
+                return EV_FAILED
             send = True
         if self.parser._reply_requested:
             self.parser._reply_requested = False
-            if self._report_flush and pending and self._flush() < 0:
-                return -2
+            if self._report_flush and pending and self._flush() == EV_FAILED:
+                return EV_FAILED
             send = True
         if self._status_interval and now - self._last_status >= self._status_interval:
             if self._report_flush and self._w._write_lsn > self._w._flush_lsn \
-                    and self._flush() < 0:
-                return -2
+                    and self._flush() == EV_FAILED:
+                return EV_FAILED
             send = True
         if self._report_flush and self._w._flush_lsn != self._sent_flush:
             send = True
         if send and self._send_status() < 0:
             return EV_CONN_ERROR
-        return 0
+        return EV_NONE
 
     cdef bint _socket_readable(self) noexcept nogil:
         """Whether the socket has bytes to read now (poll, no wait)."""
@@ -267,20 +275,20 @@ cdef class CopyStream:
         pfd.revents = 0
         return poll(&pfd, 1, 0) > 0 and pfd.revents & (POLLIN | POLLERR | POLLHUP) != 0
 
-    cdef int _run(self, int64_t max_us) noexcept nogil:
-        """The loop.  Returns a StreamEvent, or -1 / -2 for a parser / writer
-        error (raised by the caller)."""
+    cdef StreamEvent _run(self, int64_t max_us) noexcept nogil:
+        """The loop.  Returns the event that ended it; EV_FAILED when an
+        error was recorded (self._failure), which the caller raises."""
         cdef int64_t deadline = pg_now() + max_us
         cdef int64_t now, wait_us, due
         cdef char *buf
         cdef int n, rc
-        cdef Py_ssize_t fed
+        cdef StreamEvent ev
         cdef pollfd pfd[2]
         cdef int nfds = 1
         # Compressed output: the worker's eventfd wakes us when it synced, so
         # the new flush position is reported without waiting for the socket.
-        if self._w.sink is not None:
-            pfd[1].fd = self._w.sink._efd
+        if self._w.sink._wakeup_fd >= 0:
+            pfd[1].fd = self._w.sink._wakeup_fd
             pfd[1].events = POLLIN
             nfds = 2
         while True:
@@ -297,23 +305,20 @@ cdef class CopyStream:
                     n = _pq.get_copy_data(self._conn, &buf, 1)
                 if n <= 0:
                     break
-                fed = self.parser._feed_payload(<const unsigned char *>buf, n)
+                rc = self.parser._feed_payload(<const unsigned char *>buf, n)
                 _pq.freemem(buf)
-                if fed < 0:
-                    return <int>fed
+                if rc < 0:
+                    self._failure = &self.parser._err
+                    return EV_FAILED
                 if self._w._stop_reached:
                     return EV_STOP_REACHED
-                if self._flush_bytes and \
-                        self._w._write_lsn - self._w._flush_lsn >= self._flush_bytes:
-                    if self._flush() < 0:
-                        return -2
                 if pg_now() >= deadline:
                     break
             self._last_receipt = pg_now()
-            rc = self._after_batch()
+            ev = self._after_batch()
             self._publish()
-            if rc != 0:
-                return rc
+            if ev != EV_NONE:
+                return ev
             if n == -1:
                 return EV_COPY_DONE
             if n < -1:
@@ -337,7 +342,7 @@ cdef class CopyStream:
                     return EV_INTERRUPTED
                 return EV_CONN_ERROR
             if nfds == 2 and pfd[1].revents:
-                self._w.sink._drain_eventfd()
+                self._w.sink._drain_wakeup()
             if self._out_pending and pfd[0].revents & POLLOUT:
                 rc = _pq.flush(self._conn)
                 if rc < 0:
@@ -350,17 +355,15 @@ cdef class CopyStream:
     def run(self, double max_seconds=0.1):
         """Receive for at most *max_seconds*; return the event that ended the
         run (:data:`TICK`, :data:`COPY_DONE`, :data:`CONN_ERROR`,
-        :data:`STOP_REACHED`, :data:`INTERRUPTED`).  Parser and writer errors
-        are raised."""
-        cdef int rc
+        :data:`STOP_REACHED`, :data:`INTERRUPTED`).  Errors of the parser,
+        the writer and the compressing worker are raised."""
+        cdef StreamEvent ev
         cdef int64_t max_us = <int64_t>(max_seconds * 1000000)
         with nogil:
-            rc = self._run(max_us)
-        if rc == -1:
-            raise_errinfo(&self.parser._err, self._w.directory)
-        if rc == -2:
-            raise_errinfo(&self._w._err, self._w.directory)
-        return rc
+            ev = self._run(max_us)
+        if ev == EV_FAILED:
+            raise_errinfo(self._failure, self._w.directory)
+        return <int>ev
 
     def publish(self):
         """Publish to the progress state now (after the writer was closed,

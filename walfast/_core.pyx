@@ -1,30 +1,48 @@
 # cython: language_level=3
 """walfast._core: the compiled hot path.
 
-Turns the physical replication stream into WAL segment files.  It owns the
-byte work and the syscalls for writing; it does not own sockets, timers or
-policy (when to flush, when to report), which belong to the control layer.
+Turns a started physical replication COPY into WAL segment files.  It owns
+the receive loop (reading CopyData through psycopg's libpq, waiting on the
+socket, the status-update timer, the flush and report policy, the standby
+status updates), the byte work (parsing, page-header checks, splitting at
+segment boundaries) and the segment files' life (create, write, sync,
+complete, close), for plain and compressed output.  It does not connect,
+choose where to start, follow timelines, reconnect, handle signals, scan
+directories, compress or log: the control layer (walfast.stream,
+walfast.waldir) does, between the loop's returns.
 
-* :class:`SegmentWriter` (``_segwriter.pxi``): preallocated segment files
-  written with pwrite, batched fdatasync, durable completion, page-header
-  checks before bytes are written.
-* :class:`ChunkQueue` (``_chunkqueue.pxi``): the bounded hand-over of WAL
-  to the compressing worker thread when output is compressed.
-* :class:`StreamParser` (``_frames.pxi``): CopyData frames and payloads
-  (XLogData, keepalive) fed into a writer without a Python object per message.
-* :class:`CopyStream` (``_copystream.pxi``): the receive loop over libpq:
-  reads CopyData, applies the flush policy, sends status updates.
-* :func:`encode_status_update` (below): the standby status update ('r').
+One unit per concern, each a ``.pxi`` included below:
+
+* ``_cdefs.pxi``: C declarations, byte-order helpers, protocol constants.
+* ``_errinfo.pxi``: errors recorded without the GIL, raised with it.
+* ``_pages.pxi``: the WAL page-header rules (:class:`PageCheck`,
+  :func:`long_page_header`).
+* ``_segfile.pxi``: one segment file's life (:class:`SegmentFile`).
+* ``_sinks.pxi``: where checked WAL goes (:class:`WalSink`); plain segment
+  files (:class:`SegmentFiles`).
+* ``_chunkqueue.pxi``: the compressing worker's queue (:class:`ChunkQueue`,
+  the other sink).
+* ``_segwriter.pxi``: :class:`SegmentWriter`, the one loop that checks WAL
+  and splits it at segment boundaries into a sink.
+* ``_frames.pxi``: :class:`StreamParser`, CopyData payloads (XLogData,
+  keepalive) into a writer without a Python object per message.
+* ``_progress.pxi``: :class:`ProgressState`, the shared progress state.
+* ``_copystream.pxi``: :class:`CopyStream`, the receive loop.
+* here: :func:`encode_status_update` (the standby status update, 'r').
 
 All byte copies and syncs run without the GIL; errors found there are
-recorded and raised as exceptions once the GIL is held again (``_errinfo.pxi``).
+recorded and raised as exceptions once the GIL is held again.
 """
 
+cimport cython
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 
 include "_cdefs.pxi"
 include "_errinfo.pxi"
+include "_pages.pxi"
+include "_segfile.pxi"
+include "_sinks.pxi"
 include "_chunkqueue.pxi"
 include "_segwriter.pxi"
 include "_frames.pxi"
@@ -68,19 +86,3 @@ def pg_time_now():
     """The current time in PostgreSQL's wire form: microseconds since
     2000-01-01 00:00:00 UTC."""
     return pg_now()
-
-
-def start_writeback(int fd, uint64_t offset, uint64_t nbytes):
-    """Start writeback of *nbytes* at *offset* of *fd* without waiting for
-    it (``sync_file_range(SYNC_FILE_RANGE_WRITE)``, which Python's os lacks),
-    as SegmentWriter does every WRITE_BEHIND bytes: the disk works while we
-    go on, and the fdatasync that makes the file durable has little left to
-    do.  Durability still comes only from fdatasync; errors surface there,
-    so this one's result is not checked."""
-    with nogil:
-        sync_file_range(fd, <off_t>offset, <off_t>nbytes, SYNC_FILE_RANGE_WRITE)
-
-
-#: Bytes written between two writeback starts (SegmentWriter and the
-#: compressing worker).
-WRITE_BEHIND_BYTES = WRITE_BEHIND

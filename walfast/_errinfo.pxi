@@ -4,6 +4,10 @@
 # created.  A nogil function that fails fills an ErrInfo and returns -1; the
 # method that called it re-acquires the GIL and turns the record into the
 # exception (errors.py) with raise_errinfo().  Nothing is printed or dropped.
+#
+# Each component keeps its own record (the parser, the writer, each sink,
+# each segment file); when a failure crosses from one to the caller above,
+# the record is copied up (a cold path), so the caller raises from one place.
 
 import os as _os
 
@@ -47,6 +51,23 @@ cdef inline void err_set_fname(ErrInfo *e, const char *fname) noexcept nogil:
     e.fname[n] = 0
 
 
+cdef inline int err_os(ErrInfo *e, const char *what, int err_no, const char *fname) noexcept nogil:
+    """Record a failed syscall (*fname* NULL: not about a file); returns -1."""
+    e.code = ERR_OS
+    e.what = what
+    e.err_no = err_no
+    e.fname[0] = 0
+    if fname != NULL:
+        err_set_fname(e, fname)
+    return -1
+
+
+cdef inline int err_state(ErrInfo *e, const char *reason) noexcept nogil:
+    e.code = ERR_STATE
+    e.what = reason
+    return -1
+
+
 cdef str _msgtype_text(int t):
     if t < 0:
         return "(none)"
@@ -55,17 +76,17 @@ cdef str _msgtype_text(int t):
     return f"0x{t:02X}"
 
 
-cdef int raise_errinfo(ErrInfo *e, object directory) except -1:
-    """Raise the exception that *e* describes (always raises)."""
+cdef object errinfo_exception(ErrInfo *e, object directory):
+    """The exception that *e* describes."""
     cdef str fname = e.fname.decode("ascii", "replace")
     cdef object path = _os.path.join(directory, fname) if fname else None
     cdef str what = e.what.decode() if e.what != NULL else ""
     if e.code == ERR_OS:
-        raise OSError(e.err_no, f"{what}: {_os.strerror(e.err_no)}", path)
+        return OSError(e.err_no, f"{what}: {_os.strerror(e.err_no)}", path)
     if e.code == ERR_GAP:
-        raise WalGapError(e.expected, e.found)
+        return WalGapError(e.expected, e.found)
     if e.code == ERR_PROTOCOL:
-        raise ProtocolError(
+        return ProtocolError(
             f"{what}: message type {_msgtype_text(e.msgtype)}, length {e.length} bytes, "
             f"after WAL received up to {_fmt(e.lsn)}",
             msgtype=chr(e.msgtype) if e.msgtype >= 0 else None,
@@ -74,7 +95,7 @@ cdef int raise_errinfo(ErrInfo *e, object directory) except -1:
         )
     if e.code == ERR_PAGE:
         field = e.field.decode()
-        raise WalPageError(
+        return WalPageError(
             f"invalid WAL page header at {_fmt(e.lsn)} in \"{path}\": {field} is "
             f"0x{e.found:X}, expected 0x{e.expected:X}. The server sent WAL that does not "
             f"fit this stream (another cluster, segment size or timeline) or the data was "
@@ -82,10 +103,10 @@ cdef int raise_errinfo(ErrInfo *e, object directory) except -1:
             lsn=e.lsn, field=field, expected=e.expected, found=e.found, filename=path,
         )
     if e.code == ERR_SEGMENT_SIZE:
-        raise partial_size_error(path, e.found, e.expected)
+        return partial_size_error(path, e.found, e.expected)
     if e.code == ERR_MID_SEGMENT:
-        raise SegmentError(
-            2,  # ENOENT
+        return SegmentError(
+            ENOENT,
             f"cannot start writing at {_fmt(e.lsn)}, in the middle of a segment, because the "
             f"segment's .partial file \"{path}\" does not exist or is empty; start streaming at the "
             f"segment's beginning, {_fmt(e.expected)}",
@@ -94,5 +115,10 @@ cdef int raise_errinfo(ErrInfo *e, object directory) except -1:
     if e.code == ERR_SINK and e.queue != NULL:
         exc = getattr(<object>e.queue, "error")
         if exc is not None:
-            raise exc
-    raise WalfastError(what or "unknown engine error")
+            return exc
+    return WalfastError(what or "unknown engine error")
+
+
+cdef int raise_errinfo(ErrInfo *e, object directory) except -1:
+    """Raise the exception that *e* describes (always raises)."""
+    raise errinfo_exception(e, directory)

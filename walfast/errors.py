@@ -21,6 +21,8 @@ Hierarchy::
 
 from __future__ import annotations
 
+import errno
+
 from walfast.lsn import format_lsn
 
 __all__ = [
@@ -137,7 +139,7 @@ def partial_size_error(path: str, found: int, expected: int) -> SegmentError:
     the segment size: such a file was cut short, or written with another
     segment size, and nothing in it can be trusted or overwritten."""
     return SegmentError(
-        22,  # EINVAL
+        errno.EINVAL,
         f'segment file "{path}" has {found} bytes, should be 0 or {expected} (the WAL '
         f"segment size): it was cut short or written for another segment size, and walfast "
         f"will not write into it. Move it out of the directory (keep it if it may hold the "

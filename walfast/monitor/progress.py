@@ -26,64 +26,24 @@ Both positions are monotonic for the life of a receiver process (across
 reconnections and timeline switches, where a new session restarts at a
 segment boundary already on disk).
 
-File layout (version 1, 664 bytes)
-----------------------------------
-All integers in the writer's native byte order, which the ``byte_order``
-field tells (``0x01020304``; little-endian on every platform PostgreSQL ships
-for).  Times are microseconds since 2000-01-01 00:00:00 UTC (PostgreSQL's
-wire clock), 0 = never.  LSNs are byte positions, 0 = none yet.
-
-=======  ====  =====================  ==========================================
-offset   size  field                  meaning
-=======  ====  =====================  ==========================================
-0        8     magic                  ``b"WALFPROG"``
-8        4     version                1
-12       4     size                   664
-16       8     seq                    odd while an update is being written
-24       8     checksum               FNV-1a 64 of bytes [32, size)
-32       4     byte_order             0x01020304
-36       4     state                  0 starting, 1 streaming, 2 waiting
-                                      (to reconnect), 3 stopping, 4 stopped
-40       8     pid                    the receiver's process id
-48       4     flags                  bit 0 sync (flushed means fdatasync'ed),
-                                      bit 1 flush reported to the server
-52       4     received_tli           timeline being received
-56       8     system_identifier
-64       8     segment_size           bytes (from the server)
-72       8     receive_start_lsn      where this receiver started streaming
-80       4     receive_start_tli
-84       4     sender_port            0 for a unix socket
-88       8     written_lsn            end of WAL written into segment files
-96       8     flushed_lsn            end of WAL durably flushed (see above)
-104      8     latest_end_lsn         walEnd of the latest server message
-112      8     latest_end_time        its sendTime when walEnd last advanced
-120      8     last_msg_send_time
-128      8     last_msg_receipt_time
-136      8     caught_up_time         sendTime of the last message after which
-                                      all WAL up to its walEnd was written
-144      8     start_time             when the receiver started
-152      8     update_time            when this snapshot was published
-160      8     messages               CopyData messages received (cumulative)
-168      8     wal_bytes              WAL bytes received
-176      8     segments_completed
-184      8     reconnects             connections after the first
-192      8     status_updates         standby status updates sent
-200      8     flushes                fdatasyncs by the receive loop
-208      8     flush_time_us          their total duration
-216      128   flush_buckets[16]      per-bucket flush counts, upper bounds
-                                      :data:`FLUSH_BUCKETS_US` (last: +Inf)
-344      64    slot_name              NUL-padded UTF-8, empty = no slot
-408      256   sender_host            NUL-padded UTF-8 (host name, address
-                                      or unix socket directory)
-=======  ====  =====================  ==========================================
-
-No password, connection string or other secret is ever stored.
+File layout
+-----------
+The layout is defined once, by the C struct in ``walfast/_progress.pxi``,
+whose comment is the field table (offset, size, field, meaning).  This
+reader builds its parser from :data:`walfast._core.PROGRESS_FIELDS`, the
+compiler's offsets and sizes of that struct, so the two cannot disagree.
+All integers are in the writer's native byte order, which the
+``byte_order`` field tells (``0x01020304``; little-endian on every platform
+PostgreSQL ships for).  Times are microseconds since 2000-01-01 00:00:00
+UTC (PostgreSQL's wire clock), 0 = never.  LSNs are byte positions, 0 =
+none yet.  No password, connection string or other secret is ever stored.
 
 Reading without locks
 ---------------------
-Read the 664 bytes (one ``pread``), check magic/version, that ``seq`` is
-even and that the checksum matches, then read ``seq`` again: if it is
-unchanged the copy is consistent, else try again.  The checksum makes this
+Read the whole file (:data:`SIZE` bytes, one ``pread``), check
+magic/version, that ``seq`` is even and that the checksum matches, then
+read ``seq`` again: if it is unchanged the copy is consistent, else try
+again.  The checksum makes this
 safe even for a reader that cannot order its memory loads (plain Python).
 Whether a receiver is running is told by the file's lock: the receiver holds
 an exclusive ``flock`` on it for its lifetime, so a reader's non-blocking
@@ -96,6 +56,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import fcntl
+import functools
 import os
 import struct
 import time
@@ -111,20 +72,20 @@ __all__ = [
     "create_state", "parse_progress", "read_progress", "state_path",
 ]
 
-MAGIC = b"WALFPROG"
-VERSION = 1
-SIZE = 664
+# The layout, from the engine (see the module docstring).
+MAGIC: bytes = _core.PROGRESS_MAGIC
+VERSION: int = _core.PROGRESS_VERSION
+SIZE: int = _core.PROGRESS_SIZE
 #: State names by value (pg_stat_wal_receiver's status words).
 STATES = ("starting", "streaming", "waiting", "stopping", "stopped")
 STARTING, STREAMING, WAITING, STOPPING, STOPPED = range(5)
 #: Upper bounds of the flush-latency histogram buckets, microseconds (then +Inf).
-FLUSH_BUCKETS_US = (100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000,
-                    250000, 500000, 1000000, 2500000, 5000000)
+FLUSH_BUCKETS_US: tuple[int, ...] = _core.PROGRESS_FLUSH_BUCKETS_US
 
-_BODY = "IIqIIQQQIIQQQqqqqqqQQQQQQQ16Q64s256s"   # from offset 32
 _PG_EPOCH_UNIX = 946684800
-_CHECKED_FROM = 32
-assert _core.PROGRESS_SIZE == SIZE == 32 + struct.calcsize("<" + _BODY)
+_CHECKED_FROM: int = _core.PROGRESS_CHECKED_FROM
+_INT_CODES = {"u32": "I", "u64": "Q", "i64": "q"}
+_OFFSETS = {name: offset for name, offset, _, _ in _core.PROGRESS_FIELDS}
 
 
 class ProgressStateError(WalfastError):
@@ -240,7 +201,7 @@ def _fnv1a64(data: bytes) -> int:
 
 
 def _byte_order(raw: bytes) -> str:
-    mark = raw[32:36]
+    mark = raw[_OFFSETS["byte_order"]:_OFFSETS["byte_order"] + 4]
     if mark == b"\x04\x03\x02\x01":
         return "<"
     if mark == b"\x01\x02\x03\x04":
@@ -248,39 +209,87 @@ def _byte_order(raw: bytes) -> str:
     raise ProgressStateError("bad byte-order mark")
 
 
+@functools.lru_cache(maxsize=2)
+def _layout(byte_order: str) -> tuple[struct.Struct, tuple[tuple[str, int], ...]]:
+    """A struct for the whole file in *byte_order*, built from the engine's
+    field table, and ``(name, count)`` per field in unpacking order (count 0:
+    one value; n: an array of n values)."""
+    fmt = [byte_order]
+    fields = []
+    pos = 0
+    for name, offset, size, kind in sorted(_core.PROGRESS_FIELDS, key=lambda f: f[1]):
+        if offset > pos:
+            fmt.append(f"{offset - pos}x")
+        if kind in ("bytes", "text"):
+            fmt.append(f"{size}s")
+            fields.append((name, 0))
+        else:
+            code = _INT_CODES[kind]
+            count = size // struct.calcsize(code)
+            fmt.append(f"{count}{code}")
+            fields.append((name, count if count > 1 else 0))
+        pos = offset + size
+    if pos < SIZE:
+        fmt.append(f"{SIZE - pos}x")
+    layout = struct.Struct("".join(fmt))
+    assert layout.size == SIZE, (layout.size, SIZE)
+    return layout, tuple(fields)
+
+
+def _fields(raw: bytes, byte_order: str) -> dict[str, object]:
+    """Every field of a state image by name (arrays as tuples)."""
+    layout, fields = _layout(byte_order)
+    values = layout.unpack_from(raw)
+    out: dict[str, object] = {}
+    i = 0
+    for name, count in fields:
+        if count:
+            out[name] = values[i:i + count]
+            i += count
+        else:
+            out[name] = values[i]
+            i += 1
+    return out
+
+
+def _text(value: object) -> str:
+    assert isinstance(value, bytes)
+    return value.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
 def parse_progress(raw: bytes, running: bool = True) -> ProgressSnapshot:
     """Parse one state image (as read or from ``ProgressState.snapshot()``).
     Raises :class:`ProgressStateError` if it is not a consistent image."""
-    if len(raw) < SIZE or raw[:8] != MAGIC:
+    if len(raw) < SIZE or raw[:len(MAGIC)] != MAGIC:
         raise ProgressStateError("not a walfast progress state file")
-    bo = _byte_order(raw)
-    version, size, seq, checksum = struct.unpack_from(bo + "IIQQ", raw, 8)
+    v = _fields(raw, _byte_order(raw))
+    version, size, seq = v["version"], v["size"], v["seq"]
     if version != VERSION or size != SIZE:
         raise ProgressStateError(f"unsupported layout version {version} (size {size})")
-    if seq & 1 or _fnv1a64(raw[_CHECKED_FROM:SIZE]) != checksum:
+    assert isinstance(seq, int)
+    if seq & 1 or _fnv1a64(raw[_CHECKED_FROM:SIZE]) != v["checksum"]:
         raise ProgressStateError("inconsistent snapshot (being written)")
-    f = struct.unpack_from(bo + _BODY, raw, 32)
-    (_mark, state, pid, flags, tli, sysid, segsize, start_lsn, start_tli, port, written,
-     flushed, end_lsn, end_time, send_time, receipt_time, caught_up, start_time, update_time,
-     messages, wal_bytes, segments, reconnects, status_updates, flushes, flush_us) = f[:26]
-    buckets = tuple(f[26:42])
-    slot, host = f[42], f[43]
+    n = {name: value for name, value in v.items() if isinstance(value, int)}
+    state, flags = n["state"], n["flags"]
     t = pg_time_to_unix
+    buckets = v["flush_buckets"]
+    assert isinstance(buckets, tuple)
     return ProgressSnapshot(
         state=STATES[state] if state < len(STATES) else f"unknown ({state})",
-        running=running, pid=pid, sync=bool(flags & 1), report_flush=bool(flags & 2),
-        received_tli=tli, system_identifier=sysid, segment_size=segsize,
-        receive_start_lsn=start_lsn, receive_start_tli=start_tli,
-        written_lsn=written, flushed_lsn=flushed, latest_end_lsn=end_lsn,
-        latest_end_time=t(end_time), last_msg_send_time=t(send_time),
-        last_msg_receipt_time=t(receipt_time), caught_up_time=t(caught_up),
-        start_time=t(start_time), update_time=t(update_time), messages=messages,
-        wal_bytes=wal_bytes, segments_completed=segments, reconnects=reconnects,
-        status_updates=status_updates, flushes=flushes, flush_time=flush_us / 1e6,
-        flush_buckets=buckets,
-        slot_name=slot.split(b"\0", 1)[0].decode("utf-8", "replace"),
-        sender_host=host.split(b"\0", 1)[0].decode("utf-8", "replace"),
-        sender_port=port, seq=seq,
+        running=running, pid=n["pid"], sync=bool(flags & 1), report_flush=bool(flags & 2),
+        received_tli=n["received_tli"], system_identifier=n["system_identifier"],
+        segment_size=n["segment_size"], receive_start_lsn=n["receive_start_lsn"],
+        receive_start_tli=n["receive_start_tli"], written_lsn=n["written_lsn"],
+        flushed_lsn=n["flushed_lsn"], latest_end_lsn=n["latest_end_lsn"],
+        latest_end_time=t(n["latest_end_time"]), last_msg_send_time=t(n["last_msg_send_time"]),
+        last_msg_receipt_time=t(n["last_msg_receipt_time"]),
+        caught_up_time=t(n["caught_up_time"]), start_time=t(n["start_time"]),
+        update_time=t(n["update_time"]), messages=n["messages"], wal_bytes=n["wal_bytes"],
+        segments_completed=n["segments_completed"], reconnects=n["reconnects"],
+        status_updates=n["status_updates"], flushes=n["flushes"],
+        flush_time=n["flush_time_us"] / 1e6, flush_buckets=buckets,
+        slot_name=_text(v["slot_name"]), sender_host=_text(v["sender_host"]),
+        sender_port=n["sender_port"], seq=seq,
     )
 
 
@@ -321,12 +330,13 @@ def read_progress(directory: str | os.PathLike[str], *, check_running: bool = Tr
                 snap = parse_progress(raw, running)
             except ProgressStateError as e:
                 last = str(e)
-                if raw[:8] != MAGIC and len(raw) >= 8 and any(raw[:8]):
+                head = raw[:len(MAGIC)]
+                if head != MAGIC and len(head) == len(MAGIC) and any(head):
                     break       # not ours: retrying will not help
                 if i > 10:
                     time.sleep(0.001)
                 continue
-            (seq,) = struct.unpack_from(_byte_order(raw) + "Q", os.pread(fd, 8, 16))
+            (seq,) = struct.unpack_from(_byte_order(raw) + "Q", os.pread(fd, 8, _OFFSETS["seq"]))
             if seq == snap.seq:
                 return snap
         raise ProgressStateError(f'could not read "{path}": {last}')

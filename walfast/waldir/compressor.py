@@ -1,8 +1,8 @@
 """Compressed segment files: the worker thread that writes them.
 
 The receive loop never compresses.  :class:`walfast._core.SegmentWriter`
-(with ``sink=``) checks the WAL and copies it into a bounded
-:class:`walfast._core.ChunkQueue`; a :class:`CompressWorker` thread drains
+checks the WAL and copies it into a bounded :class:`walfast._core.ChunkQueue`
+(its sink); a :class:`CompressWorker` thread drains
 the queue: it compresses (zlib, lz4 and zstandard release the GIL while they
 work), writes, syncs and renames.  When the worker falls behind, the queue
 fills and the receive loop waits, so the server is slowed down through TCP
@@ -17,7 +17,9 @@ continue the other's directory:
 
 * ``NAME.gz.partial`` / ``NAME.lz4.partial`` while a segment is incomplete,
   renamed to ``NAME.gz`` / ``NAME.lz4`` once complete (after an fdatasync;
-  the directory is fsynced after the rename).  No zero padding.
+  the directory is fsynced after the rename).  No zero padding.  A new
+  file's name is made durable with its first sync, before anything in it
+  is reported flushed (as for plain segments).
 * gzip: one gzip member (zlib's deflate with the gzip wrapper, as gzdopen
   writes), so ``gzip -t`` passes and the ISIZE trailer of a completed file
   is the segment size.
@@ -38,12 +40,21 @@ segment's start (as for plain files).  pg_receivewal 15 reopens that file
 without truncating it and writes a new stream over its start, which leaves
 the old stream's tail behind whenever the new one is shorter.  walfast
 never overwrites it in place: if the old file holds decodable WAL, the new
-stream goes to ``NAME.gz.partial.tmp`` and replaces the old ``.partial``
-(rename, directory fsync) only once it holds at least as many bytes; if the
-stream stops before that, the shorter ``.tmp`` is removed and the old file
-kept.  An empty or undecodable old ``.partial`` is simply truncated.  A
-``.partial`` of another method (``NAME.lz4.partial`` while writing gzip) or
-a plain ``NAME.partial`` is left alone, as pg_receivewal does.
+stream goes to a shadow file in walfast's state directory
+(``.walfast/NAME.gz.partial.tmp``, :mod:`walfast.waldir.layout`: the WAL
+directory holds only names pg_receivewal writes) and replaces the old
+``.partial`` (a rename across the two directories, both fsynced) only once
+it holds at least as many bytes; if the stream stops before that, the
+shorter shadow is removed and the old file kept.  An empty or undecodable
+old ``.partial`` is simply truncated.  A ``.partial`` of another method
+(``NAME.lz4.partial`` while writing gzip) or a plain ``NAME.partial`` is
+left alone, as pg_receivewal does.
+
+The worker's own logic is the encoders and that restart rule; every file
+operation (create, write with write-behind, sync, complete, close, the
+shadow's move and removal) is the engine's file lifecycle, through
+:class:`walfast._core.SegmentFile` (the plain writer uses the same one),
+whose methods release the GIL.
 """
 
 from __future__ import annotations
@@ -51,14 +62,18 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from walfast import _core
 from walfast.errors import WalfastError
 from walfast.lsn import format_lsn, segment_file_name
+from walfast.waldir import layout
 from walfast.waldir.codecs import CompressionSpec, Encoder, decoded_length, new_encoder
 
 __all__ = ["CompressWorker"]
+
+#: How the worker's files are named in error messages.
+_LABEL = "compressed write-ahead log file"
 
 
 class CompressWorker:
@@ -68,16 +83,13 @@ class CompressWorker:
     One worker per :class:`~walfast._core.SegmentWriter` (one timeline).
     Every failure (ENOSPC, EIO, a codec error) is handed to the queue with
     :meth:`ChunkQueue.fail`, as an ``OSError`` naming the file and the WAL
-    position; the receive loop raises it and stops.
-
-    *chunk_hook* (tests only) is called with ``(lsn, length, flags)`` before
-    each chunk is handled, in the worker thread.
+    position; the writer raises it (from ``write()``, ``flush()``,
+    ``close()`` or ``CopyStream.run()``) and the receive loop stops.
     """
 
     def __init__(
         self, queue: _core.ChunkQueue, directory: str | os.PathLike[str], spec: CompressionSpec,
         *, timeline: int, segment_size: int, sync: bool = True, file_mode: int = 0o600,
-        chunk_hook: Callable[[int, int, int], None] | None = None,
     ) -> None:
         self.queue = queue
         self.directory = os.fspath(directory)
@@ -86,28 +98,21 @@ class CompressWorker:
         self.segment_size = segment_size
         self.sync = sync
         self.file_mode = file_mode
-        self.chunk_hook = chunk_hook
         #: Name of the ``.partial`` left incomplete by the close, if any.
         self.left_partial: str | None = None
         self._thread = threading.Thread(target=self._run, name="walfast-compress", daemon=True)
-        self._dirfd = -1
         # The open segment.
-        self._fd = -1
+        self._file: _core.SegmentFile | None = None
         self._segno = -1
         self._name = ""          # NAME + suffix, without ".partial"
-        self._path = ""          # the file being written (.partial, or .partial.tmp)
         self._shadowed = 0       # bytes in an older .partial we must not shrink, 0 = none
         self._written = 0        # uncompressed bytes in the current file
-        self._file_size = 0      # compressed bytes in the current file
-        self._writeback_from = 0  # file offset up to which writeback was started
-        self._release_from = 0   # start of the range the last writeback step started
         self._enc: Encoder | None = None
         self._lsn = 0            # for error messages: the position being handled
 
     # ---- life cycle ----------------------------------------------------------
 
     def start(self) -> CompressWorker:
-        self._dirfd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self._thread.start()
         return self
 
@@ -131,40 +136,49 @@ class CompressWorker:
         try:
             while True:
                 item = self.queue.get()
-                if item is None:
-                    break
-                slot, lsn, length, flags, target = item
-                self._lsn = lsn
-                if self.chunk_hook is not None:
-                    self.chunk_hook(lsn, length, flags)
-                try:
-                    if length:
-                        self._write_data(lsn, slot)
-                finally:
-                    self.queue.release(slot)
-                self._lsn = lsn + length
-                if flags & _core.CHUNK_SEGMENT_END_FLAG:
-                    self._complete(lsn + length)
-                if flags & _core.CHUNK_SYNC_FLAG:
-                    self._sync_point(target)
-                if flags & _core.CHUNK_CLOSE_FLAG:
-                    self._close(target)
+                if item is None or self._handle(*item):
                     break
         except BaseException as exc:  # handed to the receive loop, raised there
             self.queue.fail(exc)
         finally:
-            if self._fd >= 0:
-                os.close(self._fd)
-                self._fd = -1
-            if self._dirfd >= 0:
-                os.close(self._dirfd)
-                self._dirfd = -1
+            if self._file is not None:
+                self._file.abandon()
+                self._file = None
+
+    def _handle(self, slot: int, lsn: int, length: int, flags: int, target: int) -> bool:
+        """One chunk from the queue: its bytes (of one segment, from *lsn*),
+        then what its flags ask.  True once the stream is closed."""
+        self._at(lsn)
+        try:
+            if length:
+                self._write_data(lsn, slot)
+        finally:
+            self.queue.release(slot)
+        self._at(lsn + length)
+        if flags & _core.CHUNK_SEGMENT_END_FLAG:
+            self._complete(lsn + length)
+        if flags & _core.CHUNK_SYNC_FLAG:
+            self._sync_point(target)
+        if flags & _core.CHUNK_CLOSE_FLAG:
+            self._close(target)
+            return True
+        return False
 
     # ---- files ----------------------------------------------------------------
 
+    def _at(self, lsn: int) -> None:
+        """The WAL position being handled, named in error messages."""
+        self._lsn = lsn
+        if self._file is not None:
+            self._file.lsn = lsn
+
+    def _new_file(self, directory: str, name: str) -> _core.SegmentFile:
+        return _core.SegmentFile(directory, name, sync=self.sync, file_mode=self.file_mode,
+                                 label=_LABEL)
+
     @contextlib.contextmanager
     def _io(self, what: str, path: str) -> Iterator[None]:
-        """OSErrors inside become ``OSError(errno, "<what> at <LSN>: <text>", path)``."""
+        """OSErrors of a codec inside become ``OSError(errno, "<what> at <LSN>: <text>", path)``."""
         try:
             yield
         except OSError as exc:
@@ -174,68 +188,28 @@ class CompressWorker:
                 exc.errno, f"{what} at {format_lsn(self._lsn)}: {os.strerror(exc.errno)}",
                 path) from None
 
-    def _join(self, name: str) -> str:
-        return os.path.join(self.directory, name)
-
-    def _write_all(self, data: bytes) -> None:
-        view = memoryview(data)
-        with self._io("could not write to compressed write-ahead log file", self._path):
-            while view:
-                n = os.write(self._fd, view)
-                if n == 0:
-                    raise OSError(28, "no progress")  # ENOSPC, as pg_receivewal assumes
-                view = view[n:]
-                self._file_size += n
-        self._write_behind()
-
-    def _write_behind(self) -> None:
-        """As SegmentWriter._write_behind: every WRITE_BEHIND_BYTES, start
-        the writeback of what was written since the last step, and release
-        from the page cache what the step before started (written once,
-        never read back).  Without it the whole compressed segment was
-        written out by the fdatasync at its end, in this thread: the queue
-        filled and the receive loop stopped reading while the CPUs idled
-        (iowait 11-18 % in an lz4 run)."""
-        if self._file_size - self._writeback_from >= _core.WRITE_BEHIND_BYTES:
-            if self._writeback_from > self._release_from:
-                os.posix_fadvise(self._fd, self._release_from,
-                                 self._writeback_from - self._release_from,
-                                 os.POSIX_FADV_DONTNEED)
-                self._release_from = self._writeback_from
-            _core.start_writeback(self._fd, self._writeback_from,
-                                  self._file_size - self._writeback_from)
-            self._writeback_from = self._file_size
-
-    def _fsync_dir(self) -> None:
-        if self.sync:
-            with self._io("could not fsync directory", self.directory):
-                os.fsync(self._dirfd)
-
     def _open(self, segno: int) -> None:
         self._segno = segno
         self._name = segment_file_name(self.timeline, segno, self.segment_size) + self.spec.suffix
-        partial = self._join(self._name + ".partial")
-        self._shadowed = decoded_length(partial, self.spec.method, self.segment_size,
-                                        tolerant=True)
-        self._path = partial + ".tmp" if self._shadowed else partial
-        with self._io("could not create compressed write-ahead log file", self._path):
-            self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
-                               self.file_mode)
-        self._written = self._file_size = self._writeback_from = self._release_from = 0
+        partial = self._name + ".partial"
+        self._shadowed = decoded_length(os.path.join(self.directory, partial), self.spec.method,
+                                        self.segment_size, tolerant=True)
+        if self._shadowed:
+            state = layout.ensure_state_dir(self.directory, file_mode=self.file_mode,
+                                            sync=self.sync)
+            self._file = self._new_file(os.fspath(state), partial + ".tmp")
+        else:
+            self._file = self._new_file(self.directory, partial)
+        self._file.lsn = self._lsn
+        self._written = 0
         self._enc = new_encoder(self.spec)
         head = self._enc.begin()
         if head:
-            self._write_all(head)
-        if self.sync:
-            # The new name must survive a crash before anything in it is
-            # reported flushed (pg_receivewal: fsync file and directory).
-            with self._io("could not fsync new compressed write-ahead log file", self._path):
-                os.fsync(self._fd)
-            self._fsync_dir()
+            self._file.write(head)
 
     def _write_data(self, lsn: int, slot: int) -> None:
         segno, offset = divmod(lsn, self.segment_size)
-        if self._fd < 0:
+        if self._file is None:
             if offset != 0:
                 raise WalfastError(
                     f"internal error: compressed segment {segno} would start at offset {offset}")
@@ -244,82 +218,65 @@ class CompressWorker:
             raise WalfastError(
                 f"internal error: WAL at {format_lsn(lsn)} for segment {segno} while "
                 f"segment {self._segno} is open")
-        assert self._enc is not None
+        assert self._enc is not None and self._file is not None
         view = self.queue.view(slot)
         try:
-            with self._io("could not compress write-ahead log", self._path):
+            with self._io("could not compress write-ahead log", self._file.path):
                 out = self._enc.compress(view)
             self._written += len(view)
         finally:
             view.release()
         if out:
-            self._write_all(out)
-
-    def _datasync(self) -> None:
-        if self.sync:
-            with self._io("could not fdatasync compressed write-ahead log file", self._path):
-                os.fdatasync(self._fd)
+            self._file.write(out)
 
     def _promote_if_longer(self) -> None:
         """The new stream now holds at least what the old .partial held: it
         replaces it."""
         if self._shadowed and self._written >= self._shadowed:
-            partial = self._join(self._name + ".partial")
-            with self._io("could not rename compressed write-ahead log file", self._path):
-                os.rename(self._path, partial)
-            self._path = partial
+            assert self._file is not None
+            self._file.move(self.directory, self._name + ".partial")
             self._shadowed = 0
-            self._fsync_dir()
 
     def _sync_point(self, target: int) -> None:
-        if self._fd >= 0:
+        if self._file is not None:
             assert self._enc is not None
             out = self._enc.sync_flush()
             if out:
-                self._write_all(out)
-            self._datasync()
+                self._file.write(out)
+            self._file.sync()
             self._promote_if_longer()
         self.queue.publish(flushed=target)
 
-    def _finish_file(self) -> None:
-        assert self._enc is not None
+    def _finish_stream(self) -> _core.SegmentFile:
+        """End the compressed stream (gzip trailer, lz4 end mark, zstd
+        epilogue); return the file, which the caller completes or closes."""
+        assert self._enc is not None and self._file is not None
         out = self._enc.finish()
         if out:
-            self._write_all(out)
-        self._datasync()
-        fd, self._fd = self._fd, -1
-        # Never read back: release its pages for reuse, as the plain writer
-        # does (SegmentWriter._release); dirty ones (--no-sync) only get
-        # their writeback started.
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        with self._io("could not close compressed write-ahead log file", self._path):
-            os.close(fd)
-        self._enc = None
+            self._file.write(out)
+        file, self._file, self._enc = self._file, None, None
+        return file
 
     def _complete(self, end: int) -> None:
-        if end != (self._segno + 1) * self.segment_size or self._fd < 0:
+        if end != (self._segno + 1) * self.segment_size or self._file is None:
             raise WalfastError(
                 f"internal error: segment end at {format_lsn(end)} does not match segment "
                 f"{self._segno}")
-        self._finish_file()
-        final = self._join(self._name)
-        with self._io("could not rename compressed write-ahead log file", self._path):
-            os.rename(self._path, final)
-            if self._shadowed:
-                # The old, shorter .partial of this segment is obsolete now.
-                os.unlink(self._join(self._name + ".partial"))
+        # The old, shorter .partial of this segment (if any) is obsolete once
+        # the completed file is in place.
+        obsolete = self._name + ".partial" if self._shadowed else None
+        self._finish_stream().complete(self._name, self.directory, obsolete=obsolete)
         self._shadowed = 0
-        self._fsync_dir()
         self.queue.publish(completed_end=end)
 
     def _close(self, target: int) -> None:
-        if self._fd >= 0:
-            self._finish_file()
+        if self._file is not None:
+            file = self._finish_stream()
             self.left_partial = self._name + ".partial"
             if self._shadowed:
                 # Stopped before the new stream caught up: keep the longer
                 # old file, drop the new one.
-                with self._io("could not remove compressed write-ahead log file", self._path):
-                    os.unlink(self._path)
-            self._fsync_dir()
+                file.discard()
+            else:
+                file.close()
         self.queue.publish(flushed=target, finished=True)

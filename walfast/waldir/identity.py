@@ -23,13 +23,13 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from walfast import _core
 from walfast._version import __version__
 from walfast.errors import ServerMismatchError
-from walfast.lsn import is_valid_segment_size, parse_wal_file_name
+from walfast.lsn import parse_wal_file_name
 from walfast.waldir import layout
 from walfast.waldir.durable import StrPath, write_file_durably
 
@@ -43,11 +43,8 @@ __all__ = [
 #: Version of the file's layout; a reader refuses a layout it does not know.
 _FORMAT = 1
 
-#: The long page header (xlog_internal.h XLogLongPageHeaderData), native
-#: byte order: magic, info, tli, pageaddr, rem_len, padding, sysid, seg_size,
-#: xlog_blcksz.
-_LONG_HEADER = struct.Struct("=HHIQI4xQII")
-_XLP_LONG_HEADER = 0x0002
+#: Bytes of a segment's first page that hold its long header.
+_LONG_HEADER_SIZE = 40
 
 
 @dataclass(frozen=True)
@@ -139,8 +136,9 @@ def _newest_segment_header(directory: Path) -> tuple[str, DirectoryIdentity] | N
 
     Newest by segment number, then timeline, compared on the names' hex
     digits (which order the same way whatever the segment size).  Files
-    whose first page holds no long header (a ``.partial`` nothing was written
-    into yet, a damaged file) are passed over for the next newest.
+    whose first page holds no valid long header by the engine's rules
+    (:func:`walfast._core.long_page_header`: a ``.partial`` nothing was
+    written into yet, a damaged file) are passed over for the next newest.
     """
     names = []
     for entry in os.scandir(directory):
@@ -151,17 +149,12 @@ def _newest_segment_header(directory: Path) -> tuple[str, DirectoryIdentity] | N
     for name in names:
         try:
             with open(directory / name, "rb") as f:
-                head = f.read(_LONG_HEADER.size)
+                head = f.read(_LONG_HEADER_SIZE)
         except OSError:
             continue
-        if len(head) < _LONG_HEADER.size:
-            continue
-        magic, info, tli, _pageaddr, _rem, sysid, seg_size, blcksz = _LONG_HEADER.unpack(head)
-        if (magic == 0 or tli == 0 or not info & _XLP_LONG_HEADER
-                or not is_valid_segment_size(seg_size)
-                or not 1024 <= blcksz <= 65536 or blcksz & (blcksz - 1)):
-            continue
-        return name, DirectoryIdentity(sysid, seg_size, blcksz)
+        found = _core.long_page_header(head)
+        if found is not None:
+            return name, DirectoryIdentity(*found)
     return None
 
 

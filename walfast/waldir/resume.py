@@ -64,9 +64,9 @@ import json
 import logging
 import os
 import stat
-import struct
 from pathlib import Path
 
+from walfast import _core
 from walfast.errors import partial_size_error
 from walfast.lsn import format_lsn, parse_segment_file_name, segment_file_name
 from walfast.waldir import layout
@@ -82,12 +82,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
-
-# Page header layouts (xlog_internal.h), native byte order.
-_SHORT_HEADER = struct.Struct("=HHIQ")          # magic, info, tli, pageaddr
-_LONG_TAIL = struct.Struct("=QII")              # sysid, seg_size, xlog_blcksz at offset 24
-_XLP_LONG_HEADER = 0x0002
-_XLP_ALL_FLAGS = 0x000F
 
 _READ_CHUNK = 1 << 20
 
@@ -166,39 +160,27 @@ def last_valid_page(path: StrPath, *, segment_start: int, timeline: int, segment
     """LSN of the start of the last page of the file's valid prefix, or None
     when its first page is not valid.
 
-    Valid, page by page from the first, as the SegmentWriter checks a page
-    before writing it: the first page has a long header (``XLP_LONG_HEADER``)
-    with *system_identifier*, *segment_size* and *page_size*; every page has
-    the first page's non-zero ``xlp_magic``, no unknown ``xlp_info`` flag,
-    ``xlp_pageaddr`` equal to its own LSN and ``1 <= xlp_tli <= timeline``;
-    later pages have short headers.  The prefix ends at the first page that
-    fails (a zeroed page, after an XLOG_SWITCH, ends it too).
+    Valid, page by page from the first, by the rules the SegmentWriter
+    checks a page with before writing it (:class:`walfast._core.PageCheck`):
+    the first page has a long header with *system_identifier*,
+    *segment_size* and *page_size*; every page has the first page's
+    non-zero ``xlp_magic``, no unknown ``xlp_info`` flag, ``xlp_pageaddr``
+    equal to its own LSN and ``1 <= xlp_tli <= timeline``; later pages have
+    short headers.  The prefix ends at the first page that fails (a zeroed
+    page, after an XLOG_SWITCH, ends it too).
     """
-    last: int | None = None
-    magic0 = 0
+    check = _core.PageCheck(lsn=segment_start, timeline=timeline, segment_size=segment_size,
+                            page_size=page_size, system_identifier=system_identifier,
+                            zeroed_tail=False)
     with open(path, "rb") as f:  # buffered: read(n) returns n bytes unless at EOF
         offset = 0
         while offset < segment_size:
             chunk = f.read(min(_READ_CHUNK, segment_size - offset))
-            if not chunk:
+            if not chunk or check.check(chunk) < len(chunk):
                 break
-            for at in range(0, len(chunk) - _SHORT_HEADER.size + 1, page_size):
-                page = segment_start + offset + at
-                magic, info, tli, pageaddr = _SHORT_HEADER.unpack_from(chunk, at)
-                if page == segment_start:
-                    if len(chunk) < 40 or magic == 0 or not info & _XLP_LONG_HEADER:
-                        return None
-                    if _LONG_TAIL.unpack_from(chunk, at + 24) != (
-                            system_identifier, segment_size, page_size):
-                        return None
-                    magic0 = magic
-                elif magic != magic0 or info & _XLP_LONG_HEADER:
-                    return last
-                if info & ~_XLP_ALL_FLAGS or pageaddr != page or not 1 <= tli <= timeline:
-                    return last
-                last = page
             offset += len(chunk)
-    return last
+    last: int = check.next_check - page_size     # every page before next_check passed
+    return last if last >= segment_start else None
 
 
 def resume_position(
