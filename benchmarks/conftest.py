@@ -22,22 +22,15 @@ import resource
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import walfast
 # The synthetic-data helpers live with the tests; import them, don't copy them.
-_REPO = Path(__file__).resolve().parent.parent
-_TESTS_DIR = str(_REPO / "tests")
-if _TESTS_DIR not in sys.path:
-    sys.path.insert(0, _TESTS_DIR)
-
-import wal_synth  # noqa: E402
-
-import walfast  # noqa: E402
+from tests.helpers import wal_synth
 
 # ------------------------------------------------------------- constants --
 
@@ -53,7 +46,6 @@ WAL_BYTES = int(os.environ.get("WALFAST_BENCH_WAL_MIB", "256")) * MiB
 START_LSN = 0x1_0000_0000           # segment 000000010000000100000000
 MSG_SIZE = wal_synth.MAX_SEND_SIZE  # 128 KiB: walsender's MAX_SEND_SIZE
 KEEPALIVE_EVERY = 64                # one keepalive after every 64 XLogData
-READ_SIZE = 256 * KiB               # feed() granularity: one socket read
 COPY_CHUNK = 16 * MiB               # np.copyto granularity in the memcpy group
 SEED = 20240501
 
@@ -72,8 +64,6 @@ class WalStream:
     wal: bytes                  # the WAL bytes, valid page headers
     wal_array: np.ndarray       # the same bytes as a read-only uint8 array
     payloads: list[bytes]       # CopyData payloads ('w' XLogData, 'k' keepalive)
-    raw: bytes                  # the same as one stream of 'd' protocol frames
-    raw_reads: list[memoryview]  # raw cut into READ_SIZE reads (zero-copy views)
     n_xlogdata: int
     n_keepalive: int
 
@@ -106,12 +96,9 @@ def build_stream(wal_bytes: int = WAL_BYTES, seed: int = SEED) -> WalStream:
         if n_x % KEEPALIVE_EVERY == 0:
             payloads.append(wal_synth.keepalive(START_LSN + off + len(chunk)))
             n_k += 1
-    raw = b"".join([wal_synth.frame(p) for p in payloads])
-    view = memoryview(raw)
-    reads = [view[i:i + READ_SIZE] for i in range(0, len(raw), READ_SIZE)]
     arr = np.frombuffer(wal, dtype=np.uint8)
     return WalStream(START_LSN, START_LSN + wal_bytes, SEGMENT_SIZE, wal, arr,
-                     payloads, raw, reads, n_x, n_k)
+                     payloads, n_x, n_k)
 
 
 @pytest.fixture(scope="session")
@@ -304,8 +291,7 @@ def pytest_report_header(config):
         f"python {f['python']}, cython {f['cython']}, numpy {f['numpy']}, "
         f"walfast {f['walfast']} ({f['walfast_git']}) from {f['walfast_core']}",
         f"stream: {WAL_BYTES // MiB} MiB WAL, {SEGMENT_SIZE // MiB} MiB segments, "
-        f"{MSG_SIZE // KiB} KiB XLogData, keepalive every {KEEPALIVE_EVERY}, "
-        f"feed() reads of {READ_SIZE // KiB} KiB",
+        f"{MSG_SIZE // KiB} KiB XLogData, keepalive every {KEEPALIVE_EVERY}",
     ]
 
 

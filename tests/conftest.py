@@ -13,21 +13,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import psycopg
 import pytest
 
-# Make the helpers in tests/ (wal_synth, refimpl) importable however pytest
-# was invoked.
-_TESTS_DIR = str(Path(__file__).resolve().parent)
-if _TESTS_DIR not in sys.path:
-    sys.path.insert(0, _TESTS_DIR)
-
-from receivers import Procs  # noqa: E402
-from walfast.cluster import Cluster, find_bindir  # noqa: E402
+from helpers.receivers import Procs
+from walfast.cluster import Cluster, find_bindir
 
 # Fixtures that need a real server; tests using them get the marker.
 _PG_FIXTURES = frozenset({"pg_bindir", "pg_cluster", "pg_cluster_factory", "shared_cluster",

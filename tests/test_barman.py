@@ -32,8 +32,10 @@ from pathlib import Path
 
 import pytest
 
-from compat import write_entry_script
-from receivers import START_RE, clean_env, completed_files, partial_files, wait_until
+from helpers.compat import write_entry_script
+from helpers.receivers import (
+    START_RE, Receiver, clean_env, completed_files, partial_files, wait_until,
+)
 from walfast.lsn import parse_lsn, parse_wal_file_name
 
 pytestmark = pytest.mark.slow
@@ -86,41 +88,17 @@ def group_members(pgid: int) -> list[int]:
     return out
 
 
-class ReceiveWal:
+class ReceiveWal(Receiver):
     """``barman receive-wal SERVER`` in the background, as Barman's cron
     starts it, in a process group of its own (pg_receivewal, which Barman
-    starts, joins it); stdout and stderr (Barman's and, prefixed with the
-    server name, pg_receivewal's) go to one file.
+    starts, joins it).  :meth:`output` is all it printed: Barman's lines
+    and, prefixed with the server name, pg_receivewal's."""
 
-    Duck-types :class:`receivers.Receiver` for :func:`receivers.wait_until`.
-    """
+    def __init__(self, argv: Sequence[str], logdir: Path, name: str) -> None:
+        super().__init__(name, argv, logdir, new_session=True)
 
-    def __init__(self, argv: Sequence[str], log: Path) -> None:
-        self.name = f"barman receive-wal ({log.name})"
-        self.log = log
-        with open(log, "wb") as out:
-            self.popen = subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT,
-                                          stdin=subprocess.DEVNULL, env=clean_env(),
-                                          start_new_session=True)
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def stderr(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    output = stderr
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def wait(self, timeout: float = 30) -> int:
-        try:
-            return self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"{self.name} did not exit within {timeout} s; "
-                                 f"output:\n{self.output()}") from None
+    def output(self) -> str:
+        return self.stdout_path.read_text(errors="replace") + self.stderr()
 
     def start_lsn(self) -> int:
         """Where pg_receivewal said it started streaming."""
@@ -216,8 +194,8 @@ path_prefix = {self.bin}
         return r.stdout
 
     def receive_wal(self) -> ReceiveWal:
-        rw = ReceiveWal(self.argv("receive-wal", SERVER),
-                        self.logs / f"receive-wal-{len(self.started) + 1}.log")
+        rw = ReceiveWal(self.argv("receive-wal", SERVER), self.logs,
+                        f"receive-wal-{len(self.started) + 1}")
         self.started.append(rw)
         return rw
 

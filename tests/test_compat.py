@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pytest
 
-from compat import (
+from helpers.compat import (
     Program,
     Result,
     directory_difference,
@@ -49,7 +49,7 @@ from compat import (
     walfast_receivewal,
     write_entry_script,
 )
-from receivers import assert_completed_like_pg_wal, mismatch, wait_streaming, wait_until
+from helpers.receivers import assert_completed_like_pg_wal, mismatch, wait_streaming, wait_until
 from walfast.cluster import Cluster, free_port
 from walfast.lsn import format_lsn, parse_lsn
 from walfast.cli.receivewal import NEWEST_SERVER_MAJOR

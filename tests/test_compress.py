@@ -29,9 +29,9 @@ import lz4.frame
 import pytest
 import zstandard
 
-from pagecache import resident_bytes
-from receivers import START_RE, clean_env, replication_rows, wait_until
-from wal_synth import cut_like_walsender, make_wal
+from helpers.pagecache import resident_bytes
+from helpers.receivers import START_RE, clean_env, replication_rows, wait_until
+from helpers.wal_synth import cut_like_walsender, make_wal
 from walfast import SegmentWriter, _core
 from walfast.waldir.codecs import SUFFIXES, CompressionSpec, DecodeError, decoded_length
 from walfast.waldir.compressor import CompressWorker
@@ -273,7 +273,7 @@ def test_flush_published_only_after_fdatasync(tmp_path, method):
 def compressible_wal(nbytes: int) -> bytes:
     """WAL with valid page headers and text-like (compressible) records:
     compressors buffer such input, unlike make_wal's random bytes."""
-    from wal_synth import page_header
+    from helpers.wal_synth import page_header
     buf = bytearray(b"".join(b"row %d of walfast_fill; " % i for i in range(nbytes // 10))[:nbytes])
     for page in range(0, nbytes, 8192):
         hdr = page_header(page, segment_size=MB)

@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from receivers import (
+from helpers.receivers import (
     START_RE,
     assert_completed_like_pg_wal,
     holds_wal,
@@ -25,7 +25,7 @@ from receivers import (
     small_commit,
     wait_until,
 )
-from wal_synth import SYSID, make_wal
+from helpers.wal_synth import SYSID, make_wal
 from walfast import SegmentError, SegmentWriter
 from walfast.lsn import format_lsn, parse_lsn
 from walfast.waldir.layout import BOOT, STATE_DIR, state_file

@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from refimpl import ReferenceReceiver
-from wal_synth import SYSID, cut_like_walsender, keepalive, make_wal, xlogdata
+from helpers.refimpl import ReferenceReceiver
+from helpers.wal_synth import SYSID, cut_like_walsender, keepalive, make_wal, xlogdata
 from walfast import ProtocolError, SegmentWriter, StreamParser, WalfastError, WalGapError
 
 MB = 1 << 20

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from receivers import holds_wal, small_commit, wait_streaming, wait_until, wal_files
-from wal_synth import SYSID, make_wal
+from helpers.receivers import holds_wal, small_commit, wait_streaming, wait_until, wal_files
+from helpers.wal_synth import SYSID, make_wal
 from walfast import ServerMismatchError
 from walfast.waldir.identity import DirectoryIdentity, check_and_record, read_identity
 from walfast.waldir.layout import IDENTITY, PROGRESS, STATE_DIR, state_file

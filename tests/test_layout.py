@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from wal_synth import SYSID
+from helpers.wal_synth import SYSID
 from walfast.monitor import progress
 from walfast.waldir import layout
 from walfast.waldir.identity import DirectoryIdentity, check_and_record, read_identity

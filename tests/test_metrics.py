@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from receivers import wait_streaming, wait_until
+from helpers.receivers import wait_streaming, wait_until
 from walfast.monitor import progress as P
 from walfast.errors import WalfastError
 from walfast.monitor.metrics import PREFIX, MetricsServer, parse_address

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from receivers import clean_env, wait_streaming, wait_until
-from wal_synth import keepalive, make_wal, xlogdata
+from helpers.receivers import clean_env, wait_streaming, wait_until
+from helpers.wal_synth import keepalive, make_wal, xlogdata
 from walfast import SegmentWriter, StreamParser, _core
 from walfast.monitor import progress as P
 
@@ -280,7 +280,7 @@ def test_reader_sees_monotonic_consistent_snapshots(pg_cluster, tmp_path, procs)
     assert rows[-1][3] >= end and rows[-1][6] > 0
     # Flushed was never past bytes on disk: the files hold the server's WAL
     # up to it.
-    from receivers import mismatch
+    from helpers.receivers import mismatch
     final = P.read_progress(out)
     assert mismatch(out, cluster, final.receive_start_lsn, final.flushed_lsn) is None
     assert r.interrupt() == 0
@@ -333,7 +333,7 @@ def test_no_sync_publishes_written_but_never_flushed(pg_cluster, tmp_path, procs
 
 
 def test_no_state_file_when_the_first_connection_fails(tmp_path):
-    from receivers import run_cli, walfast_argv
+    from helpers.receivers import run_cli, walfast_argv
     out = tmp_path / "wal"
     out.mkdir()
     res = run_cli(walfast_argv("-D", str(out), "-d", "host=127.0.0.1 port=1 connect_timeout=5"))

@@ -9,8 +9,8 @@ import os
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from refimpl import ReferenceReceiver
-from wal_synth import keepalive, make_wal, xlogdata
+from helpers.refimpl import ReferenceReceiver
+from helpers.wal_synth import keepalive, make_wal, xlogdata
 from walfast import SegmentWriter, StreamParser
 
 MB = 1 << 20

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from wal_synth import cut_like_walsender, keepalive, xlogdata
+from helpers.wal_synth import cut_like_walsender, keepalive, xlogdata
 from walfast import SegmentWriter, StreamParser
 from walfast.lsn import parse_segment_file_name
 

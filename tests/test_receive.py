@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from receivers import (
+from helpers.receivers import (
     assert_completed_like_pg_wal,
     completed_files,
     holds_wal,

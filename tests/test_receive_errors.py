@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from receivers import pg_receivewal_argv, run_cli, walfast_argv
+from helpers.receivers import pg_receivewal_argv, run_cli, walfast_argv
 from walfast.cluster import free_port
 
 

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from receivers import wait_until
+from helpers.receivers import wait_until
 from walfast.waldir.layout import STATE_DIR
 
 MB = 1 << 20

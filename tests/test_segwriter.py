@@ -10,8 +10,8 @@ import textwrap
 
 import pytest
 
-from pagecache import resident_bytes
-from wal_synth import PG15_MAGIC, SYSID, make_wal
+from helpers.pagecache import resident_bytes
+from helpers.wal_synth import PG15_MAGIC, SYSID, make_wal
 from walfast import SegmentError, SegmentWriter, WalfastError, WalGapError, WalPageError
 
 MB = 1 << 20
@@ -314,16 +314,16 @@ def test_file_size_limit_is_an_error_at_segment_creation(tmp_path):
     """Same guarantee without root: a file-size limit below the segment size
     (EFBIG) fails the preallocation, in a child process so the limit and a
     possible SIGBUS cannot touch the test run."""
+    wal = tmp_path.parent / f"{tmp_path.name}.wal"
+    wal.write_bytes(make_wal(0, 8192, segment_size=MB))
     code = textwrap.dedent(f"""
-        import resource, signal, sys
-        sys.path.insert(0, {os.path.dirname(__file__)!r})
-        from wal_synth import make_wal
+        import pathlib, resource, signal, sys
         from walfast import SegmentWriter
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, ({MB // 2}, {MB // 2}))
         w = SegmentWriter({str(tmp_path)!r}, timeline=1, start_lsn=0, segment_size={MB})
         try:
-            w.write(0, make_wal(0, 8192, segment_size={MB}))
+            w.write(0, pathlib.Path({str(wal)!r}).read_bytes())
         except OSError as e:
             print("OSError", e.errno, e.filename)
             sys.exit(0)

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from receivers import clean_env, run_cli, wait_streaming, wait_until
+from helpers.receivers import clean_env, run_cli, wait_streaming, wait_until
 from walfast import encode_status_update, pg_time_now
 from walfast.monitor import progress as P
 from walfast.lsn import format_lsn, parse_lsn

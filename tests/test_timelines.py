@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from receivers import (
+from helpers.receivers import (
     START_RE,
     completed_files,
     holds_wal,

@@ -14,10 +14,12 @@ with ``glob("*")``, which leaves out dot-entries):
 ``progress``       the shared progress state (:mod:`walfast.monitor.progress`)
 =================  ==========================================================
 
-Files in it get the same mode as the WAL files (0600, or 0640).  walfast
-before 0.2 kept these files next to the WAL as ``walfast.identity``,
-``walfast.boot`` and ``walfast.progress``; :func:`migrate_legacy_files`
-moves them on the first start.
+Files in it get the same mode as the WAL files (0600, or 0640).  While the
+compressing worker rewrites a segment over an older decodable ``.partial``,
+its new stream is written here too (``NAME.gz.partial.tmp``,
+:mod:`.compressor`).  Earlier walfast builds kept the state files next to
+the WAL as ``walfast.identity``, ``walfast.boot`` and ``walfast.progress``;
+:func:`migrate_legacy_files` moves them on the first start.
 
 This module only names and creates the place; the files' contents belong
 to the modules named above.  It is imported by readers such as ``walfast

@@ -48,16 +48,20 @@ def pg_receivewal_argv(bindir: Path, *args: str) -> list[str]:
 
 class Receiver:
     """A receiver (walfast or pg_receivewal) running as a subprocess, its
-    stdout and stderr going to files (never a pipe that could fill up)."""
+    stdout and stderr going to files (never a pipe that could fill up).
+    *new_session*: in a process group of its own (for a program that starts
+    the receiver itself, such as Barman)."""
 
-    def __init__(self, name: str, argv: Sequence[str], logdir: Path) -> None:
+    def __init__(self, name: str, argv: Sequence[str], logdir: Path, *,
+                 new_session: bool = False) -> None:
         self.name = name
         self.argv = list(argv)
         self.stderr_path = logdir / f"{name}.stderr"
         self.stdout_path = logdir / f"{name}.stdout"
         with open(self.stderr_path, "wb") as err, open(self.stdout_path, "wb") as out:
             self.popen = subprocess.Popen(self.argv, stdout=out, stderr=err,
-                                          stdin=subprocess.DEVNULL, env=clean_env())
+                                          stdin=subprocess.DEVNULL, env=clean_env(),
+                                          start_new_session=new_session)
 
     @property
     def pid(self) -> int:

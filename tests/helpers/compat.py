@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from receivers import clean_env
+from .receivers import clean_env
 from walfast.waldir.layout import STATE_DIR
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -73,11 +73,6 @@ def keepalive(wal_end: int, send_time: int = 0, reply: bool = False) -> bytes:
     return b"k" + struct.pack(">QqB", wal_end, send_time, 1 if reply else 0)
 
 
-def frame(payload: bytes) -> bytes:
-    """A CopyData protocol message: 'd' | int32 length (incl. itself) | payload."""
-    return b"d" + struct.pack(">i", len(payload) + 4) + payload
-
-
 def cut_like_walsender(
     start: int, wal: bytes, *, seed: int = 0, page_size: int = PAGE_SIZE,
     max_send: int = MAX_SEND_SIZE, flush_stop_every: int = 7,
