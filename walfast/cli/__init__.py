@@ -7,7 +7,9 @@
 * ``walfast demo`` runs the main job on a throwaway primary
   (:mod:`walfast.cli.demo`);
 * ``walfast status`` and ``walfast wait`` read a receiver's progress state
-  (:mod:`walfast.monitor.status`).
+  (:mod:`walfast.monitor.status`);
+* ``walfast check`` checks a receiver, its server and its slot, as
+  ``barman check`` does (:mod:`walfast.monitor.check`).
 
 This module only dispatches: each command's module is imported when it
 runs, so ``walfast --version`` loads nothing else.  The commands are the
@@ -16,7 +18,8 @@ logger.  Usage errors: :mod:`walfast.cli.usage`.
 
 Exit status: as pg_receivewal's for ``receive`` (0 when stopped by
 SIGINT/SIGTERM or when ``--endpos`` was reached, 1 on any error, never a
-traceback for a user mistake).
+traceback for a user mistake); Nagios's for ``check`` (0 OK, 1 WARNING or a
+usage error, 2 CRITICAL).
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="show a receiver's progress (walfast status --help)")
     sub.add_parser("wait", add_help=False,
                    help="wait until a receiver has flushed an LSN (walfast wait --help)")
+    sub.add_parser("check", add_help=False,
+                   help="check a receiver, its server and slot, like barman check; "
+                        "Nagios exit codes (walfast check --help)")
     return parser
 
 
@@ -63,6 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from walfast.monitor import status
 
         return status.main(argv)
+    if argv[:1] == ["check"]:
+        from walfast.monitor import check
+
+        return check.main(argv[1:])
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -36,6 +36,7 @@ from walfast.waldir.durable import StrPath, write_file_durably
 __all__ = [
     "DirectoryIdentity",
     "check_and_record",
+    "find_identity",
     "read_identity",
     "write_identity",
 ]
@@ -193,3 +194,20 @@ def _mismatch(directory: Path, source: str, diff: list[tuple[str, str, str]]) ->
         f"the server has {theirs}. walfast will not mix WAL of two clusters or segment sizes "
         f"in one directory; use an empty directory for this server, or connect to the server "
         f"this directory belongs to")
+
+
+def find_identity(directory: StrPath) -> tuple[str, DirectoryIdentity] | None:
+    """Whose WAL *directory* holds, as :func:`check_and_record` finds out,
+    without recording anything: ``(where it is written, identity)`` from the
+    identity file, else from the newest segment file's first page header (a
+    directory pg_receivewal wrote), else None (no WAL yet).  Errors as
+    :func:`read_identity`."""
+    directory = Path(directory)
+    recorded = read_identity(directory)
+    if recorded is not None:
+        return f'"{layout.state_file(directory, layout.IDENTITY)}" records', recorded
+    found = _newest_segment_header(directory)
+    if found is not None:
+        name, seen = found
+        return f'"{directory / name}" (its first page header) has', seen
+    return None
