@@ -35,6 +35,7 @@ __all__ = [
     "WalGapError",
     "WalPageError",
     "WalfastError",
+    "libpq_error_text",
     "partial_size_error",
 ]
 
@@ -147,3 +148,14 @@ def partial_size_error(path: str, found: int, expected: int) -> SegmentError:
         f"segment again from its start",
         path,
     )
+
+
+def libpq_error_text(exc: BaseException) -> str:
+    """The message of a psycopg error as libpq (and pg_receivewal) words it:
+    without the "connection failed: " / "connection is bad: " prefixes
+    psycopg adds to a failed connection attempt."""
+    text = str(exc).strip()
+    for prefix in ("connection failed: ", "connection is bad: "):
+        if text.startswith(prefix):
+            return text[len(prefix):]
+    return text

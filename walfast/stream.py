@@ -26,7 +26,7 @@ from pathlib import Path
 import psycopg
 
 from walfast import _core
-from walfast.errors import ConnectionLostError, TimelineError
+from walfast.errors import ConnectionLostError, TimelineError, libpq_error_text
 from walfast.log import NOTICE
 from walfast.lsn import format_lsn, parse_lsn, segment_start
 from walfast.monitor import progress
@@ -36,7 +36,7 @@ from walfast.waldir.codecs import CompressionSpec
 from walfast.waldir.directory import WalDirectory
 
 __all__ = [
-    "ReceiveOutcome", "StreamOptions", "error_text", "receive_to_directory",
+    "ReceiveOutcome", "StreamOptions", "receive_to_directory",
     "stream_once",
 ]
 
@@ -322,17 +322,6 @@ def _close_incomplete(writer: _core.SegmentWriter, done: int, stopping: str = ""
         log.log(NOTICE, 'not renaming "%s", segment is not complete', os.path.basename(path))
 
 
-def error_text(exc: BaseException) -> str:
-    """The message of a psycopg error as libpq (and pg_receivewal) words it:
-    without the "connection failed: " / "connection is bad: " prefixes
-    psycopg adds to a failed connection attempt."""
-    text = str(exc).strip()
-    for prefix in ("connection failed: ", "connection is bad: "):
-        if text.startswith(prefix):
-            return text[len(prefix):]
-    return text
-
-
 def _check_switch(next_tli: tuple[int, int], timeline: int, stop_lsn: int) -> None:
     new_tli, switch = next_tli
     if switch > stop_lsn:
@@ -392,7 +381,7 @@ def receive_to_directory(
                                       application_name=application_name, conn=conn,
                                       state=state, waldir=waldir)
             except (psycopg.OperationalError, ConnectionLostError) as e:
-                log.error("%s", error_text(e))
+                log.error("%s", libpq_error_text(e))
                 outcome = ReceiveOutcome.DISCONNECTED
             conn = None
             if outcome is not ReceiveOutcome.DISCONNECTED or not loop:

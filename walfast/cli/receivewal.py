@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING
 from walfast import __version__
 from walfast.cli.compress_option import parse_compress_option
 from walfast.cli.usage import UsageError, print_usage_error
-from walfast.errors import ServerRefusedError, WalfastError
+from walfast.errors import ServerRefusedError, WalfastError, libpq_error_text
 from walfast.log import NOTICE
 from walfast.waldir.codecs import CompressionSpec
 
@@ -493,12 +493,11 @@ def _setup_logging(verbose: bool, progname: str) -> None:
 def _server_message(exc: psycopg.Error) -> str:
     """The server's error as libpq's PQerrorMessage() words it
     (``ERROR:  ...``, with its DETAIL/HINT lines), else psycopg's text."""
-    from walfast.stream import error_text
 
     result = exc.pgresult
     if result is not None and result.error_message:
         return result.error_message.decode(errors="replace").rstrip("\n")
-    return error_text(exc)
+    return libpq_error_text(exc)
 
 
 def _slot_action(conninfo: str, args: ReceiveWalArgs, fe: Frontend) -> None:
@@ -565,7 +564,7 @@ def run(args: ReceiveWalArgs, fe: Frontend) -> int:
     import psycopg
 
     from walfast.monitor.extras import ReceiveExtras
-    from walfast.stream import ReceiveOutcome, StreamOptions, error_text, receive_to_directory
+    from walfast.stream import ReceiveOutcome, StreamOptions, receive_to_directory
 
     password = _prompt_password() if args.password_prompt == 1 else None
     try:
@@ -594,7 +593,7 @@ def run(args: ReceiveWalArgs, fe: Frontend) -> int:
                                            loop=not args.no_loop,
                                            application_name=fe.application_name)
     except psycopg.Error as e:
-        log.error("%s", error_text(e))
+        log.error("%s", libpq_error_text(e))
         return 1
     except (WalfastError, OSError) as e:
         log.error("%s", e)
