@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +23,7 @@ import pytest
 
 from helpers.faultproxy import FaultProxy
 from helpers.receivers import (
-    holds_wal, make_dirs, replication_rows, small_commit, wait_streaming, wait_until,
+    holds_wal, make_dirs, replication_rows, run_cli, small_commit, wait_streaming, wait_until,
 )
 from walfast.lsn import format_lsn
 from walfast.monitor.progress import ProgressStateError, read_progress
@@ -78,6 +79,10 @@ def test_frozen_walsender_is_noticed_and_streaming_resumes(pg_cluster, procs, tm
     with stopped(pid):
         wait_until(lambda: state_of(d) == "silent", "the state to say silent", 10, [wf])
         silent_after = time.monotonic() - t0
+        status = run_cli([sys.executable, "-m", "walfast.cli", "status", str(d)])
+        assert "walfast receiver in" in status.stdout and ": silent (pid" in status.stdout
+        assert "behind              unknown: no message from the server for" \
+            in status.stdout, status.stdout
         wait_until(lambda: "no message from the server in 4 s" in wf.stderr(),
                    "the receive timeout", 15, [wf])
         timed_out_after = time.monotonic() - t0

@@ -88,10 +88,18 @@ class ProgressCollector(Collector):
                     seconds(s.last_msg_send_time))
         yield gauge("last_msg_receipt_time_seconds", "Receipt time of the latest message "
                     "(Unix time)", seconds(s.last_msg_receipt_time))
-        yield gauge("lag_bytes", "Bytes between the written WAL and the server's latest walEnd",
-                    s.lag_bytes)
-        yield gauge("lag_seconds", "Seconds behind the server (see walfast.monitor.progress)",
-                    s.lag_seconds())
+        # Not known while the server is silent or receiving is paused: NaN,
+        # never a reassuring 0.
+        nan = float("nan")
+        yield gauge("lag_bytes", "Bytes between the written WAL and the server's latest walEnd "
+                    "(NaN while the server is silent or receiving is paused)",
+                    s.lag_bytes if s.lag_known else nan)
+        yield gauge("lag_seconds", "Seconds behind the server (see walfast.monitor.progress; "
+                    "NaN while the server is silent or receiving is paused)",
+                    s.lag_seconds() if s.lag_known else nan)
+        silence = s.silence_seconds()
+        yield gauge("silence_seconds", "Seconds since the last message from the server",
+                    nan if silence is None else silence)
         yield gauge("segment_size_bytes", "WAL segment size of the server", s.segment_size)
         yield counter("messages", "CopyData messages received", s.messages)
         yield counter("received_bytes", "WAL bytes received", s.wal_bytes)
