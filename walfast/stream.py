@@ -29,7 +29,7 @@ from walfast import _core
 from walfast.errors import (
     ConnectionLostError, SegmentError, ServerRefusedError, TimelineError, describe,
 )
-from walfast.log import NOTICE
+from walfast.log import NOTICE, get_logger
 from walfast.lsn import format_lsn, parse_lsn, segment_start
 from walfast.monitor import progress
 from walfast.replication import commands
@@ -42,7 +42,7 @@ __all__ = [
     "stream_once",
 ]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: Seconds between reconnection attempts (pg_receivewal's RECONNECT_SLEEP_TIME).
 RECONNECT_SLEEP = 5.0

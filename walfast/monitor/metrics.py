@@ -13,7 +13,6 @@ host names and slot names; expose them wider on purpose, with HOST:PORT).
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 from collections.abc import Iterator
@@ -32,12 +31,13 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from walfast.errors import WalfastError
+from walfast.log import get_logger
 from walfast.monitor.progress import FLUSH_BUCKETS_US, STATES, ProgressStateError, read_progress
 
 __all__ = ["PREFIX", "MetricsServer", "ProgressCollector", "parse_address"]
 
 PREFIX = "walfast_wal_receiver"
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class ProgressCollector(Collector):

@@ -29,7 +29,6 @@ Rules that every function here follows:
 
 from __future__ import annotations
 
-import logging
 import re
 import select
 import time
@@ -42,6 +41,7 @@ from psycopg import pq
 from walfast.errors import (
     ConnectionLostError, ProtocolError, ServerMismatchError, ServerRefusedError, WalfastError,
 )
+from walfast.log import get_logger
 from walfast.lsn import (
     format_lsn,
     history_file_name,
@@ -75,7 +75,7 @@ __all__ = [
     "wal_segment_size",
 ]
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: ``SHOW wal_segment_size`` needs a PostgreSQL 10 walsender.
 MIN_SERVER_VERSION = 100000

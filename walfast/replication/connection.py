@@ -15,7 +15,6 @@ its function pointers from the very library psycopg loaded
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any
 
@@ -23,10 +22,11 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from walfast.errors import ServerMismatchError
+from walfast.log import get_logger
 
 __all__ = ["connect", "load_engine_libpq", "psycopg_libpq_path"]
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: Values of the ``replication`` connection parameter meaning "physical".
 _PHYSICAL_REPLICATION_VALUES = frozenset({"true", "on", "yes", "1"})

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import logging
 import os
 from pathlib import Path
 from typing import Union
@@ -39,8 +38,6 @@ __all__ = [
     "BOOT", "IDENTITY", "LEGACY_FILES", "PROGRESS", "STATE_DIR", "STATE_FILES",
     "dir_mode_for", "ensure_state_dir", "migrate_legacy_files", "state_dir", "state_file",
 ]
-
-log = logging.getLogger(__name__)
 
 StrPath = Union[str, "os.PathLike[str]"]
 
@@ -136,6 +133,7 @@ def migrate_legacy_files(directory: StrPath, *, file_mode: int = 0o600,
         raise BlockingIOError(
             errno.EWOULDBLOCK, f'an earlier walfast receiver is writing into "{directory}" (it '
             f'holds "{old_progress}"); stop it or use another directory', str(old_progress))
+    from walfast.log import get_logger
     from walfast.waldir.durable import durable_rename, fsync_dir
 
     target = ensure_state_dir(directory, file_mode=file_mode, sync=sync)
@@ -145,7 +143,8 @@ def migrate_legacy_files(directory: StrPath, *, file_mode: int = 0o600,
             os.unlink(directory / name)
         else:
             durable_rename(directory / name, new, target, sync=sync)
-        log.info('moved walfast\'s own "%s" out of the WAL directory into "%s"', name, target)
+        get_logger(__name__).info(
+            'moved walfast\'s own "%s" out of the WAL directory into "%s"', name, target)
     if sync:
         fsync_dir(directory)        # the old names are gone for good
     return present
