@@ -12,10 +12,13 @@ import os
 import sys
 import threading
 from types import TracebackType
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from walfast.monitor.progress import ProgressSnapshot, ProgressStateError, read_progress
 from walfast.monitor.status import format_size
+
+if TYPE_CHECKING:
+    from walfast.monitor.metrics import MetricsServer
 
 __all__ = ["CatchUpBar", "ReceiveExtras"]
 
@@ -86,9 +89,12 @@ class ReceiveExtras:
 
     def __init__(self, directory: str | os.PathLike[str], metrics_address: str | None,
                  no_progress: bool) -> None:
-        from walfast.monitor.metrics import MetricsServer
+        self.metrics: MetricsServer | None = None
+        if metrics_address:
+            # (prometheus_client is imported only when metrics are asked for)
+            from walfast.monitor.metrics import MetricsServer
 
-        self.metrics = MetricsServer(metrics_address, directory) if metrics_address else None
+            self.metrics = MetricsServer(metrics_address, directory)
         self.bar = None
         self._redirect: Any = None
         if not no_progress and sys.stderr.isatty():
