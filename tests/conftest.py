@@ -38,6 +38,10 @@ def pytest_configure(config: pytest.Config) -> None:
         "integration: needs a real PostgreSQL server; auto-added to tests "
         "using pg fixtures")
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
+    config.addinivalue_line(
+        "markers",
+        "majors: version-sensitive; `make test` also runs these on every other "
+        "PostgreSQL major walfast is tested against (scripts/test-majors)")
 
 
 # ------------------------------------------- PostgreSQL harness fixtures --

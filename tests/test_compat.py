@@ -52,7 +52,7 @@ from helpers.compat import (
 from helpers.receivers import assert_completed_like_pg_wal, mismatch, wait_streaming, wait_until
 from walfast.cluster import Cluster, free_port
 from walfast.lsn import format_lsn, parse_lsn
-from walfast.cli.receivewal import NEWEST_SERVER_MAJOR
+from walfast import majors
 
 
 @pytest.fixture(scope="module")
@@ -367,12 +367,12 @@ def test_version_line_parses_as_pg_receivewal(pg, wf, flag):
     assert re.match(r"pg_receivewal \(PostgreSQL\) (\S+)", theirs.stdout)
     # The regex pg_receivewal's own line matches...
     m = re.match(r"pg_receivewal \(PostgreSQL\) (\S+)", line)
-    assert m and m.group(1) == f"{NEWEST_SERVER_MAJOR}.0"
+    assert m and m.group(1) == f"{majors.NEWEST_TESTED_MAJOR}.0"
     # ...and Barman's parsing (PostgreSQLClient.get_version_info): drop
     # parenthesised parts, take the second word, require digits and a dot.
     version = re.sub(r"\s*\([^)]*\)", "", line).split()[1]
     assert re.match(r"(\d+)(\.(\d+)|devel|beta|alpha|rc).*", version)
-    assert int(version.split(".")[0]) == NEWEST_SERVER_MAJOR
+    assert int(version.split(".")[0]) == majors.NEWEST_TESTED_MAJOR
     assert "walfast" in line
 
 

@@ -25,7 +25,7 @@ from helpers.receivers import (
     small_commit,
     wait_until,
 )
-from helpers.wal_synth import SYSID, make_wal
+from helpers.wal_synth import OTHER_MAGIC, SYSID, make_wal
 from walfast import SegmentError, SegmentWriter
 from walfast.lsn import format_lsn, parse_lsn
 from walfast.waldir.layout import BOOT, STATE_DIR, state_file
@@ -76,7 +76,7 @@ def test_first_page_must_match_the_server(tmp_path):
 
 
 @pytest.mark.parametrize("page, offset, fmt, value", [
-    (4, 0, "<H", 0xD111),          # xlp_magic
+    (4, 0, "<H", OTHER_MAGIC),     # xlp_magic of another major
     (4, 2, "<H", 0x0010),          # unknown xlp_info flag
     (4, 2, "<H", 0x0002),          # a long header inside the segment
     (4, 4, "<I", 2),               # xlp_tli above the timeline

@@ -143,7 +143,7 @@ class _Session:
             how = "directory"
         else:
             lsn, timeline, how = facts.xlogpos, facts.timeline, "server position"
-            if slot is not None and facts.server_version >= 150000:
+            if slot is not None and facts.major_facts.read_replication_slot:
                 info = commands.read_replication_slot(self.conn, slot)
                 if info.restart_lsn is not None and info.restart_tli is not None:
                     lsn, timeline, how = info.restart_lsn, info.restart_tli, f'slot "{slot}"'

@@ -147,6 +147,11 @@ class WalDirectory:
         files, or with ``-Z`` a queue drained by a compressing worker thread
         (:mod:`.compressor`).  *zero_fill* (``--synchronous``) zero-fills new
         files before WAL lands in them; *stop_lsn* is ``--endpos``.
+
+        Every page must carry the page magic of the server's major
+        (:mod:`walfast.majors`): WAL of another major is refused before its
+        first page is written.  For a major not in the table the writer
+        learns the magic from the first page (0).
         """
         from walfast import _core
 
@@ -156,6 +161,7 @@ class WalDirectory:
         writer = _core.SegmentWriter(
             self.path, timeline=timeline, start_lsn=start_lsn,
             segment_size=facts.segment_size, system_identifier=facts.system_identifier,
+            page_magic=facts.major_facts.page_magic,
             page_size=facts.block_size, sync=self.sync, file_mode=facts.file_mode,
             sink=sink, sink_suffix=spec.suffix if spec is not None else "",
             zero_fill=zero_fill)
