@@ -71,6 +71,22 @@ class MajorFacts:
     #: slot can be invalidated.
     idle_replication_slot_timeout: bool
 
+    # The major's own pg_receivewal, which walfast-receivewal is compared
+    # with; walfast-receivewal always behaves as the newest (README, "Drop-in").
+
+    #: Its command line is the one walfast-receivewal speaks (15+):
+    #: ``-Z METHOD[:DETAIL]`` with lz4, ``-s`` and levels checked whole
+    #: (option_parse_int), hints prefixed ``hint:``.  Before it: ``-Z 0-9``
+    #: (gzip levels) and ``-s`` read with atoi (``-Z lz4`` is level 0: no
+    #: compression), hints without the prefix, no ``.lz4`` in its
+    #: directory scan.
+    receivewal_command_line: bool
+    #: Its ``-Z`` knows the ``long`` option (16+), worded as walfast words it.
+    receivewal_compress_long: bool
+    #: SIGTERM stops it like SIGINT: "received interrupt signal, exiting",
+    #: exit 0 (16+).  Before it the signal kills it.
+    receivewal_sigterm_exits_0: bool
+
 
 def _row(major: int, page_magic: int) -> MajorFacts:
     """A row of the table: *major*'s features follow from the first major
@@ -87,6 +103,9 @@ _FIRST_MAJOR_WITH = {
     "slot_wal_status": 13,
     "slot_inactive_since": 17,
     "idle_replication_slot_timeout": 18,
+    "receivewal_command_line": 15,
+    "receivewal_compress_long": 16,
+    "receivewal_sigterm_exits_0": 16,
 }
 
 #: One row per major walfast is tested against, oldest first.
