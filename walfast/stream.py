@@ -192,7 +192,11 @@ class _Session:
     # ---- streaming -----------------------------------------------------------------
 
     def run(self) -> ReceiveOutcome:
-        start, timeline, _ = self.choose_start()
+        start, timeline, how = self.choose_start()
+        if how != "directory":
+            # A start from the server's answer is written down before
+            # START_REPLICATION, so a restart never starts later than this.
+            self.waldir.mark_start(timeline, start)
         log.info("starting log streaming at %s (timeline %d)", format_lsn(start), timeline)
         options, facts, state = self.options, self.facts, self.state
         if state is not None:

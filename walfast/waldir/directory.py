@@ -11,7 +11,8 @@ output directory goes through here.
 * before anything is written on a connection: whose WAL the directory holds
   (identity) and which files may hold bytes of an earlier boot
   (:meth:`WalDirectory.open`);
-* where streaming resumes (:meth:`WalDirectory.find_start`);
+* where streaming resumes (:meth:`WalDirectory.find_start`), and the
+  start recorded before streaming (:meth:`WalDirectory.mark_start`);
 * timeline history files (:meth:`WalDirectory.write_history`);
 * the segment output for one timeline: the engine's writer, plain or
   compressed with its worker (:meth:`WalDirectory.open_output`).
@@ -33,7 +34,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from walfast.errors import ServerMismatchError
-from walfast.lsn import history_file_name
+from walfast.lsn import history_file_name, parse_wal_file_name, segment_file_name
 from walfast.waldir import identity, layout, resume, scan
 from walfast.waldir.codecs import CompressionSpec
 from walfast.waldir.durable import StrPath, write_file_durably
@@ -128,6 +129,36 @@ class WalDirectory:
             self.path, lsn, timeline, segment_size=facts.segment_size,
             page_size=facts.block_size, system_identifier=facts.system_identifier,
             untrusted_through=self._untrusted_through), timeline
+
+    def mark_start(self, timeline: int, start_lsn: int) -> Path | None:
+        """Record in the directory where streaming starts, before anything
+        is streamed: create the start segment's ``.partial``, empty and
+        named as the output will name it, unless a file of that segment is
+        already there.  Returns its path, or None when nothing was created.
+
+        For a start that did not come from the directory (it held no WAL):
+        then the start is the slot's position or the server's current one,
+        which moves on (before PostgreSQL 15 the server cannot say where a
+        slot stands, so it is the server's position even with a slot).  A
+        receiver killed after choosing it and before writing its first
+        file would start later on the next run and skip the WAL between;
+        pg_receivewal, which starts faster, was rarely caught there, walfast
+        was.  With the file here the next run's scan (walfast's or
+        pg_receivewal's) starts at this segment: both treat an empty
+        ``.partial`` as a new segment, as Barman's ``receive-wal --reset``
+        relies on.  Created durably (file and directory fsynced) unless
+        ``--no-sync``.
+        """
+        facts = self.facts
+        base = segment_file_name(timeline, start_lsn // facts.segment_size, facts.segment_size)
+        with os.scandir(self.path) as entries:
+            for entry in entries:
+                found = parse_wal_file_name(entry.name)
+                if found is not None and found.base == base:
+                    return None
+        suffix = self.compression.suffix if self.compression is not None else ""
+        return write_file_durably(self.path, base + suffix + ".partial", b"", sync=self.sync,
+                                  mode=facts.file_mode)
 
     # ---- history files ------------------------------------------------------------
 
