@@ -349,6 +349,7 @@ def test_importing_check_loads_no_psycopg():
     assert out.strip() == "False"
 
 
+@pytest.mark.majors
 def test_version_dependent_queries_run_on_this_server(pg_cluster):
     """The SQL of this server's major against the real server (the text of
     every major's is checked below; the majors run of ``make test`` runs

@@ -158,6 +158,7 @@ def test_replication_connection_16mb(pg_cluster_factory):
     _check_replication_connection(cluster, "tcp", "16MB")
 
 
+@pytest.mark.majors
 def test_completed_segments_have_valid_headers(pg_cluster):
     major = majors.major_of(pg_cluster.server_version_num())
     if major not in majors.TABLE:

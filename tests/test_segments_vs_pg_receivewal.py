@@ -166,6 +166,7 @@ def test_same_start_as_pg_receivewal(server, pg_bindir, pg_major, receivewal_ora
         assert ours == theirs
 
 
+@pytest.mark.majors
 def test_segment_zero_differs_on_purpose(server, pg_bindir, tmp_path):
     """pg_receivewal ignores a directory whose best file is segment 0;
     walfast deliberately does not."""
@@ -180,6 +181,7 @@ def test_segment_zero_differs_on_purpose(server, pg_bindir, tmp_path):
     assert (lsn, tli) == (xlogpos - xlogpos % seg, 1)
 
 
+@pytest.mark.majors
 def test_zst_is_walfast_only(server, pg_bindir, tmp_path):
     """walfast resumes after its own completed ``.zst`` files; pg_receivewal
     does not know the suffix and goes by the rest of the directory."""
