@@ -1,11 +1,13 @@
 """What differs between PostgreSQL majors, for a WAL receiver: one table.
 
 Everything walfast needs to know about a server's major version is here and
-nowhere else: the page magic its WAL carries, which replication commands and
-settings it has, and which majors walfast is tested against.  The product
-(:mod:`walfast.replication.commands`, the stream, the writer, ``walfast
-check``, ``walfast-receivewal --version``) and the tests read it; nothing
-else names a version.  It imports nothing, so any module may use it.
+nowhere else: the page magic its WAL carries, which replication commands,
+settings and slot columns it has, how that major's own pg_receivewal
+behaves (what walfast-receivewal is compared with), and which majors walfast
+is tested against.  The product (:mod:`walfast.replication.commands`, the
+stream, the writer, ``walfast check``, ``walfast-receivewal --version``), the
+tests, ``scripts/test-majors`` and the benchmarks read it; nothing else names
+a version.  It imports nothing, so any module may use it.
 
 :data:`TABLE` has one row per major walfast is tested against
 (:data:`TESTED_MAJORS`, oldest first).  A server of another major still
