@@ -93,11 +93,13 @@ cdef enum StreamEvent:
     EV_STOP_REACHED = 3   # the writer's stop position (--endpos) was passed
     EV_INTERRUPTED = 4    # a signal interrupted the wait
     EV_FAILED = 5         # (internal) an error is recorded in CopyStream._failure: run() raises it
+    EV_TIMEOUT = 6        # no message from the server for receive_timeout seconds
 
 TICK = EV_TICK
 COPY_DONE = EV_COPY_DONE
 CONN_ERROR = EV_CONN_ERROR
 STOP_REACHED = EV_STOP_REACHED
+TIMEOUT = EV_TIMEOUT
 INTERRUPTED = EV_INTERRUPTED
 
 
@@ -106,7 +108,7 @@ cdef class CopyStream:
     """Receive a started physical replication COPY into a StreamParser.
 
     CopyStream(pgconn_ptr, parser, *, report_flush, synchronous,
-               status_interval, progress=None)
+               status_interval, receive_timeout=0, progress=None)
 
     *pgconn_ptr* is psycopg's ``conn.pgconn.pgconn_ptr`` after
     ``START_REPLICATION`` returned COPY_BOTH; :func:`load_libpq` must have
@@ -123,7 +125,13 @@ cdef class CopyStream:
     * *synchronous*: flush at the end of each batch of received messages;
     * a keepalive asking for a reply flushes first when reporting flush;
     * addition: when reporting flush, each periodic status update flushes
-      first, so the slot advances every interval instead of once a segment.
+      first, so the slot advances every interval instead of once a segment;
+    * addition, as the walreceiver's ``wal_receiver_timeout``: after half of
+      *receive_timeout* seconds (0: never) without any message from the
+      server, a status update asks for a reply (the server answers with a
+      keepalive, so a healthy idle server always answers); after the whole
+      of it, :meth:`run` ends with :data:`TIMEOUT`.  Meanwhile the progress
+      state says ``silent``.
 
     With compressed output (the writer's sink is a :class:`ChunkQueue`) a
     flush is a request to the compressing worker; the loop also polls the
@@ -148,17 +156,25 @@ cdef class CopyStream:
     cdef bint _out_pending            # PQflush could not send everything yet
     cdef uint64_t _status_updates
     cdef int64_t _last_receipt
+    cdef int64_t _receive_timeout     # microseconds; 0 = none
+    cdef int64_t _last_message        # pg time the last message arrived (or the stream began)
+    cdef bint _pinged                 # a reply was asked for since the last message
     # Shared progress state (None/NULL: none) and the counts already added to it.
     cdef ProgressState _progress
     cdef wf_progress *_shm
     cdef uint64_t _pub_messages, _pub_bytes, _pub_segments, _pub_status
 
     def __init__(self, pgconn_ptr, StreamParser parser not None, *, report_flush,
-                 synchronous, status_interval, ProgressState progress=None):
+                 synchronous, status_interval, receive_timeout=0,
+                 ProgressState progress=None):
         if _pq.handle == NULL:
             raise RuntimeError("walfast._core.load_libpq() has not been called")
         if status_interval < 0:
             raise ValueError("status_interval must be >= 0")
+        if receive_timeout < 0:
+            raise ValueError("receive_timeout must be >= 0")
+        self._receive_timeout = <int64_t>(receive_timeout * 1000000)
+        self._last_message = pg_now()
         self._conn = <void *><uintptr_t>pgconn_ptr
         self._sock = _pq.socket(self._conn)
         if self._sock < 0:
@@ -188,7 +204,7 @@ cdef class CopyStream:
         if self._w._flush(False) < 0:
             return self._writer_failed()
         if self._shm != NULL and self._w._prog.syncs != syncs:
-            wf_progress_flushed(self._shm, self._w._write_lsn, self._w._flush_lsn,
+            wf_progress_flushed(self._shm, self._w._sink_lsn, self._w._flush_lsn,
                                 <uint64_t>(wf_monotonic_us() - t0))
         return EV_NONE
 
@@ -199,7 +215,7 @@ cdef class CopyStream:
         cdef wf_batch b
         if self._shm == NULL:
             return
-        b.written_lsn = self._w._write_lsn
+        b.written_lsn = self._w._sink_lsn
         b.flushed_lsn = self._w._flush_lsn if self._w._sync else 0
         b.new_messages = self.parser._messages != self._pub_messages
         b.latest_end_lsn = self.parser._wal_end
@@ -217,13 +233,14 @@ cdef class CopyStream:
         self._pub_status = self._status_updates
         wf_progress_publish(self._shm, &b, pg_now())
 
-    cdef int _send_status(self) noexcept nogil:
-        """Queue and flush a standby status update; -1 on a libpq error."""
+    cdef int _send_status(self, bint reply=False) noexcept nogil:
+        """Queue and flush a standby status update (*reply*: asking the
+        server to answer at once); -1 on a libpq error."""
         cdef unsigned char msg[STATUS_UPDATE_LEN]
         cdef int64_t now = pg_now()
         cdef uint64_t flush = self._w._flush_lsn if self._report_flush else 0
         cdef int rc
-        encode_status(msg, self._w._write_lsn, flush, 0, now, False)
+        encode_status(msg, self._w._sink_lsn, flush, 0, now, reply)
         if _pq.put_copy_data(self._conn, <const char *>msg, STATUS_UPDATE_LEN) != 1:
             return -1
         rc = _pq.flush(self._conn)
@@ -263,9 +280,33 @@ cdef class CopyStream:
             send = True
         if self._report_flush and self._w._flush_lsn != self._sent_flush:
             send = True
+        if self._receive_timeout and now - self._last_message >= self._receive_timeout:
+            return EV_TIMEOUT
+        if self._receive_timeout and not self._pinged \
+                and 2 * (now - self._last_message) >= self._receive_timeout:
+            # Half the timeout in silence: ask for a reply (a keepalive).
+            if self._send_status(True) < 0:
+                return EV_CONN_ERROR
+            self._pinged = True
+            if self._shm != NULL:
+                wf_progress_set_state(self._shm, WF_STATE_SILENT)
+            return EV_NONE
         if send and self._send_status() < 0:
             return EV_CONN_ERROR
         return EV_NONE
+
+    cdef int64_t _next_deadline(self, int64_t now) noexcept nogil:
+        """When the loop must wake up even without a message: the next
+        status update, the reply request or the receive timeout (0: none)."""
+        cdef int64_t due = 0, t
+        if self._status_interval:
+            due = self._last_status + self._status_interval
+        if self._receive_timeout:
+            t = self._last_message + (self._receive_timeout if self._pinged
+                                      else self._receive_timeout // 2)
+            if due == 0 or t < due:
+                due = t
+        return due
 
     cdef bint _socket_readable(self) noexcept nogil:
         """Whether the socket has bytes to read now (poll, no wait)."""
@@ -310,26 +351,36 @@ cdef class CopyStream:
                 if rc < 0:
                     self._failure = &self.parser._err
                     return EV_FAILED
+                self._last_message = pg_now()
+                if self._pinged:
+                    self._pinged = False
+                    if self._shm != NULL:
+                        wf_progress_set_state(self._shm, WF_STATE_STREAMING)
                 if self._w._stop_reached:
                     return EV_STOP_REACHED
                 if pg_now() >= deadline:
                     break
             self._last_receipt = pg_now()
+            if n < 0:
+                # The COPY ended (the server's CopyDone, or an ErrorResponse)
+                # or the connection broke: nothing more may be sent in it,
+                # and what the server said is the caller's to read (a status
+                # update now would only fail with "no COPY in progress" and
+                # hide it).
+                self._publish()
+                return EV_COPY_DONE if n == -1 else EV_CONN_ERROR
             ev = self._after_batch()
             self._publish()
             if ev != EV_NONE:
                 return ev
-            if n == -1:
-                return EV_COPY_DONE
-            if n < -1:
-                return EV_CONN_ERROR
             now = pg_now()
             if now >= deadline:
                 return EV_TICK
-            # Wait for the socket, no longer than the next status update is due.
+            # Wait for the socket, no longer than until something is due.
             wait_us = deadline - now
-            if self._status_interval:
-                due = self._last_status + self._status_interval - now
+            due = self._next_deadline(now)
+            if due:
+                due -= now
                 if due < wait_us:
                     wait_us = due if due > 0 else 0
             pfd[0].fd = self._sock
@@ -355,7 +406,7 @@ cdef class CopyStream:
     def run(self, double max_seconds=0.1):
         """Receive for at most *max_seconds*; return the event that ended the
         run (:data:`TICK`, :data:`COPY_DONE`, :data:`CONN_ERROR`,
-        :data:`STOP_REACHED`, :data:`INTERRUPTED`).  Errors of the parser,
+        :data:`STOP_REACHED`, :data:`INTERRUPTED`, :data:`TIMEOUT`).  Errors of the parser,
         the writer and the compressing worker are raised."""
         cdef StreamEvent ev
         cdef int64_t max_us = <int64_t>(max_seconds * 1000000)
@@ -386,6 +437,11 @@ cdef class CopyStream:
     def last_status_time(self):
         """When the last status update was sent (us since 2000), 0 if never."""
         return self._last_status
+
+    @property
+    def silent_seconds(self):
+        """Seconds since the last message from the server (or the start)."""
+        return (pg_now() - self._last_message) / 1e6
 
     @property
     def last_receipt_time(self):

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING
 from walfast import __version__, majors
 from walfast.cli.compress_option import parse_compress_option
 from walfast.cli.usage import UsageError, print_usage_error
-from walfast.errors import ServerRefusedError, WalfastError, libpq_error_text
+from walfast.errors import ServerRefusedError, WalfastError, describe, libpq_error_text
 from walfast.log import NOTICE
 from walfast.waldir.codecs import CompressionSpec
 
@@ -109,6 +109,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("if-not-exists", None, False),
     Option("synchronous", None, False),
     Option("no-sync", None, False),
+    # walfast's addition, in both front ends (no pg_receivewal option starts
+    # with "re", so every abbreviation of theirs stays unambiguous).
+    Option("receive-timeout", None, True),
 )
 
 #: ``walfast receive`` also takes walfast's own options (walfast-receivewal
@@ -264,6 +267,9 @@ class ReceiveWalArgs:
     #: 0 (the default) only if the server asks; the last of -w/-W wins.
     password_prompt: int = 0
     status_interval: int = 10
+    #: --receive-timeout: seconds without a message before the connection
+    #: counts as lost (walfast only; 0: never)
+    receive_timeout: int = 60
     slot: str | None = None
     verbose: bool = False
     compress: str = "none"
@@ -290,6 +296,9 @@ class ReceiveWalArgs:
         elif opt.name == "status-interval":
             self.status_interval = parse_int_option(
                 value, "-s/--status-interval", 0, 2147483647 // 1000)
+        elif opt.name == "receive-timeout":
+            self.receive_timeout = parse_int_option(
+                value, "--receive-timeout", 0, 2147483647 // 1000)
         else:
             setattr(self, opt.name.replace("-", "_"), value)
 
@@ -426,6 +435,8 @@ Optional actions:
 
 This is walfast {version}, a drop-in replacement for pg_receivewal.
 METHOD is gzip, lz4, zstd (walfast only: files named *.zst) or none.
+walfast also takes --receive-timeout=SECS: a connection the server left
+silent that long counts as lost (default: 60, 0: never).
 """
 
 
@@ -580,17 +591,15 @@ def run(args: ReceiveWalArgs, fe: Frontend) -> int:
             directory=Path(args.directory), slot=args.slot, synchronous=args.synchronous,
             status_interval=float(args.status_interval), sync=not args.no_sync,
             endpos=args.endpos, compression=args.compression,
+            receive_timeout=float(args.receive_timeout),
         )
         with ReceiveExtras(options.directory, args.metrics_address, args.no_progress
                            or not fe.walfast_options):
             outcome = receive_to_directory(conninfo, options, should_stop=stop,
                                            loop=not args.no_loop,
                                            application_name=fe.application_name)
-    except psycopg.Error as e:
-        log.error("%s", libpq_error_text(e))
-        return 1
-    except (WalfastError, OSError) as e:
-        log.error("%s", e)
+    except (psycopg.Error, WalfastError, OSError) as e:
+        log.error("%s", describe(e))
         return 1
     if outcome is ReceiveOutcome.DISCONNECTED:
         log.error("disconnected")

@@ -76,9 +76,10 @@ __all__ = [
 MAGIC: bytes = _core.PROGRESS_MAGIC
 VERSION: int = _core.PROGRESS_VERSION
 SIZE: int = _core.PROGRESS_SIZE
-#: State names by value (pg_stat_wal_receiver's status words).
-STATES = ("starting", "streaming", "waiting", "stopping", "stopped")
-STARTING, STREAMING, WAITING, STOPPING, STOPPED = range(5)
+#: State names by value (pg_stat_wal_receiver's status words, and walfast's
+#: silent and paused).
+STATES: tuple[str, ...] = _core.PROGRESS_STATES
+STARTING, STREAMING, WAITING, STOPPING, STOPPED, SILENT, PAUSED = range(len(STATES))
 #: Upper bounds of the flush-latency histogram buckets, microseconds (then +Inf).
 FLUSH_BUCKETS_US: tuple[int, ...] = _core.PROGRESS_FLUSH_BUCKETS_US
 

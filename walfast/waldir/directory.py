@@ -62,6 +62,7 @@ class WalDirectory:
         self.compression = compression
         self._facts: ServerFacts | None = None
         self._untrusted_through: int | None = None
+        self._distrusted = False
 
     def __repr__(self) -> str:
         return f"WalDirectory({str(self.path)!r})"
@@ -122,7 +123,7 @@ class WalDirectory:
         """
         facts = self.facts
         found = scan.find_streaming_start(self.path, facts.segment_size)
-        if found is None or self.compression is not None:
+        if found is None or self.compression is not None or self._distrusted:
             return found
         lsn, timeline = found
         return resume.resume_position(
@@ -159,6 +160,13 @@ class WalDirectory:
         suffix = self.compression.suffix if self.compression is not None else ""
         return write_file_durably(self.path, base + suffix + ".partial", b"", sync=self.sync,
                                   mode=facts.file_mode)
+
+    def distrust_partials(self) -> None:
+        """From now on, resume ``.partial`` files from their segment start, as
+        pg_receivewal does: after a failed write or sync the page cache may
+        show bytes the disk never got (a failed fsync can leave them clean
+        but lost), so only rewriting the whole segment makes it durable."""
+        self._distrusted = True
 
     # ---- history files ------------------------------------------------------------
 
@@ -292,4 +300,7 @@ def check_directory(path: StrPath) -> None:
         # the standard library raises for the same failure.
         raise OSError(exc.errno or errno.EIO, os.strerror(exc.errno or errno.EIO), p) from None
     if not os.access(p, os.R_OK | os.W_OK | os.X_OK):
-        raise OSError(errno.EACCES, os.strerror(errno.EACCES), p)
+        # access() says no without saying why: a read-only file system is
+        # not a permission problem, and must not be reported as one.
+        err = errno.EROFS if os.statvfs(p).f_flag & os.ST_RDONLY else errno.EACCES
+        raise OSError(err, os.strerror(err), p)
