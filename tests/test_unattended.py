@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -291,3 +292,114 @@ def test_wal_already_removed(pg_cluster_factory, bindir, procs, tmp_path):
     assert ours[1].startswith("the server no longer has the WAL this directory needs next: "
                               "the archive has a gap from ")
     assert ours[-1] == theirs[-1] == "PROG: error: disconnected"
+
+
+# --------------------------------------------------------------------------- #
+# the disk: full, below --min-free, read-only
+# --------------------------------------------------------------------------- #
+
+@contextmanager
+def small_tmpfs(path, size: str) -> Iterator[None]:
+    """A tmpfs of *size* mounted at *path* (root only: skipped elsewhere,
+    except under CI, where it must work)."""
+    path.mkdir()
+    if os.geteuid() != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail("mounting a small tmpfs needs root; under CI that is a failure")
+        pytest.skip("needs root to mount a small tmpfs")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs",
+                    str(path)], check=True, capture_output=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def remount(path, options: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,{options}", str(path)], check=True,
+                   capture_output=True)
+
+
+@pytest.mark.parametrize("limit", ["full", "min-free"])
+def test_no_space_pauses_receiving_and_keeps_the_connection(pg_cluster, procs, tmp_path,
+                                                           limit):
+    """The next segment file does not fit (or would leave less than
+    --min-free): receiving pauses, the same connection stays up (status
+    updates keep it), the .partial is left as it is; once there is space,
+    receiving goes on by itself and nothing is missing."""
+    cluster = pg_cluster
+    seg = cluster.wal_segment_size
+    # A new slot reserves WAL from the last checkpoint's redo point: make it
+    # the current position, so catching up needs one segment file at most.
+    cluster.execute("CHECKPOINT")
+    cluster.execute("SELECT pg_create_physical_replication_slot('nospace', true)")
+    d = tmp_path / "wal"
+    size, extra = ("3600k", []) if limit == "full" else ("12M", ["--min-free", "8MB"])
+    with small_tmpfs(d, size):
+        wf = procs.walfast("-D", str(d), "-d", cluster.conninfo(), "-S", "nospace", "-v",
+                           "--receive-timeout", "3", *extra)
+        pid = wait_streaming(cluster, ["walfast"], [wf])["walfast"]["pid"]
+        start, _ = wf.start_position()
+        cluster.generate_wal(6 * seg)
+        wait_until(lambda: "receiving paused until there is space" in wf.stderr(),
+                   "the pause", 30, [wf])
+        wait_until(lambda: state_of(d) == "paused", "the state to say paused", 10, [wf])
+        paused_at = time.monotonic()
+        time.sleep(4)           # longer than the receive timeout: it waits too
+        assert replication_rows(cluster)["walfast"]["pid"] == pid, "the connection was lost"
+        assert wf.alive() and "disconnected" not in wf.stderr(), wf.stderr()
+        remount(d, "size=32M")
+        end = small_commit(cluster)
+        wait_until(lambda: holds_wal(d, cluster, start, end), f"WAL up to {format_lsn(end)}",
+                   30, [wf])
+        print(f"resumed {time.monotonic() - paused_at:.1f} s after the pause began")
+        assert "there is space again: receiving resumed" in wf.stderr()
+        assert replication_rows(cluster)["walfast"]["pid"] == pid
+        assert wf.interrupt() == 0
+    err = wf.stderr()
+    assert "Traceback" not in err and "[Errno" not in err
+    if limit == "full":
+        assert "could not preallocate write-ahead log file" in err
+        assert "No space left on device; receiving paused" in err
+    else:
+        assert "would leave less free space than --min-free" in err
+
+
+def test_read_only_file_system_is_retried(pg_cluster, procs, tmp_path):
+    """The directory turns read-only (a read-only file system is mounted
+    over it: a mounted file system with files open for writing cannot be
+    remounted read-only, and the kernel's own remount after an I/O error
+    cannot be caused on purpose): said as such, never "Permission denied",
+    retried every 5 s as pg_receivewal does (under -n: exit 1); once it is
+    writable again, receiving goes on and nothing is missing."""
+    cluster = pg_cluster
+    seg = cluster.wal_segment_size
+    cluster.execute("SELECT pg_create_physical_replication_slot('rofs', true)")
+    (d,) = make_dirs(tmp_path, "wal")
+    wf = procs.walfast("-D", str(d), "-d", cluster.conninfo(), "-S", "rofs", "-v")
+    pid = wait_streaming(cluster, ["walfast"], [wf])["walfast"]["pid"]
+    start, _ = wf.start_position()
+    if os.geteuid() != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail("mounting a tmpfs needs root; under CI that is a failure")
+        pytest.skip("needs root to mount a tmpfs")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1M", "tmpfs", str(d)], check=True,
+                   capture_output=True)
+    try:
+        cluster.execute(f"SELECT pg_terminate_backend({pid})")    # a reconnect meets it
+        wait_until(lambda: "Read-only file system" in wf.stderr(), "the error", 30, [wf])
+        wait_until(lambda: wf.stderr().count("disconnected; waiting 5 seconds") >= 2,
+                   "a retry", 30, [wf])
+        once = procs.walfast("-D", str(d), "-d", cluster.conninfo(), "-n", name="walfast-n")
+        assert once.wait(30) == 1
+        assert "Read-only file system" in once.stderr()
+        assert "Permission denied" not in once.stderr()
+    finally:
+        subprocess.run(["umount", str(d)], capture_output=True)
+    cluster.generate_wal(2 * seg)
+    end = small_commit(cluster)
+    wait_until(lambda: holds_wal(d, cluster, start, end), f"WAL up to {format_lsn(end)}",
+               40, [wf])
+    assert wf.interrupt() == 0
+    err = wf.stderr()
+    assert "Traceback" not in err and "[Errno" not in err and "Permission denied" not in err

@@ -84,6 +84,11 @@ def load_libpq(path):
     return _pq.lib_version()
 
 
+#: While paused (the disk is full), how often the blocked write is tried
+#: again, and how often a status update goes out unasked.
+cdef int64_t PAUSED_RETRY_US = 1000000
+cdef int64_t PAUSED_STATUS_US = 10000000
+
 # What ended a run.
 cdef enum StreamEvent:
     EV_NONE = -1          # (internal) nothing yet: go on
@@ -131,7 +136,14 @@ cdef class CopyStream:
       server, a status update asks for a reply (the server answers with a
       keepalive, so a healthy idle server always answers); after the whole
       of it, :meth:`run` ends with :data:`TIMEOUT`.  Meanwhile the progress
-      state says ``silent``.
+      state says ``silent``;
+    * addition: when the writer is blocked (the next segment file cannot be
+      created: the disk is full, or would be fuller than ``--min-free``),
+      the loop stops reading (TCP slows the server down) but keeps flushing
+      and sending status updates, so the connection stays up; it tries
+      again every second and goes on by itself once there is space.
+      Meanwhile :attr:`paused` is true (why: :attr:`pause_error`), the
+      progress state says ``paused`` and the receive timeout is suspended.
 
     With compressed output (the writer's sink is a :class:`ChunkQueue`) a
     flush is a request to the compressing worker; the loop also polls the
@@ -156,6 +168,8 @@ cdef class CopyStream:
     cdef bint _out_pending            # PQflush could not send everything yet
     cdef uint64_t _status_updates
     cdef int64_t _last_receipt
+    cdef char *_pending               # a payload the writer was blocked in (libpq's; freed after)
+    cdef int _pending_n
     cdef int64_t _receive_timeout     # microseconds; 0 = none
     cdef int64_t _last_message        # pg time the last message arrived (or the stream began)
     cdef bint _pinged                 # a reply was asked for since the last message
@@ -190,6 +204,23 @@ cdef class CopyStream:
             self._pub_messages = parser._messages
             self._pub_bytes = parser._wal_bytes
             self._pub_segments = self._w._prog.completed
+
+    def __dealloc__(self):
+        if self._pending != NULL:
+            _pq.freemem(self._pending)
+
+    cdef void _set_paused(self, char *buf, int n) noexcept nogil:
+        """Keep the payload the writer was blocked in (buf NULL: resumed).
+        A full disk shows in the progress state; a compressing worker that
+        is behind (no error recorded) is ordinary backpressure and does not."""
+        cdef bint no_space = self._w._err.code != ERR_NONE
+        if self._pending != NULL and buf == NULL:
+            _pq.freemem(self._pending)
+        if self._shm != NULL and (no_space or buf == NULL):
+            wf_progress_set_state(self._shm, WF_STATE_PAUSED if buf != NULL
+                                  else WF_STATE_STREAMING)
+        self._pending = buf
+        self._pending_n = n
 
     cdef StreamEvent _writer_failed(self) noexcept nogil:
         self._failure = &self._w._err
@@ -280,6 +311,10 @@ cdef class CopyStream:
             send = True
         if self._report_flush and self._w._flush_lsn != self._sent_flush:
             send = True
+        if self._pending != NULL and now - self._last_status >= PAUSED_STATUS_US:
+            # Paused, the server's keepalives are not read: reply unasked,
+            # or its wal_sender_timeout ends the connection (also with -s 0).
+            send = True
         if self._receive_timeout and now - self._last_message >= self._receive_timeout:
             return EV_TIMEOUT
         if self._receive_timeout and not self._pinged \
@@ -306,6 +341,13 @@ cdef class CopyStream:
                                       else self._receive_timeout // 2)
             if due == 0 or t < due:
                 due = t
+        if self._pending != NULL:
+            t = now + PAUSED_RETRY_US
+            if due == 0 or t < due:
+                due = t
+            t = self._last_status + PAUSED_STATUS_US
+            if t < due:
+                due = t
         return due
 
     cdef bint _socket_readable(self) noexcept nogil:
@@ -322,7 +364,7 @@ cdef class CopyStream:
         cdef int64_t deadline = pg_now() + max_us
         cdef int64_t now, wait_us, due
         cdef char *buf
-        cdef int n, rc
+        cdef int n = 0, rc
         cdef StreamEvent ev
         cdef pollfd pfd[2]
         cdef int nfds = 1
@@ -333,12 +375,26 @@ cdef class CopyStream:
             pfd[1].events = POLLIN
             nfds = 2
         while True:
+            if self._pending != NULL:
+                # Paused: try the blocked payload again; nothing else is
+                # read until it went through.
+                rc = self.parser._resume(<const unsigned char *>self._pending, self._pending_n)
+                if rc == BLOCKED:
+                    self._last_message = pg_now()     # the receive timeout waits too
+                elif rc < 0:
+                    self._set_paused(NULL, 0)
+                    self._failure = &self.parser._err
+                    return EV_FAILED
+                else:
+                    self._set_paused(NULL, 0)
+                    if self._w._stop_reached:
+                        return EV_STOP_REACHED
             # Drain every message libpq holds or the socket already has, as
             # receivelog.c's CopyStreamReceive(timeout 0) does: a batch ends
             # only when nothing more can be read without waiting.  (Ending
             # it when libpq's buffer runs dry made --synchronous sync after
             # every socket read: more fdatasyncs than pg_receivewal.)
-            while True:
+            while self._pending == NULL:
                 n = _pq.get_copy_data(self._conn, &buf, 1)
                 while n == 0 and pg_now() < deadline and self._socket_readable():
                     if _pq.consume_input(self._conn) == 0:
@@ -347,6 +403,11 @@ cdef class CopyStream:
                 if n <= 0:
                     break
                 rc = self.parser._feed_payload(<const unsigned char *>buf, n)
+                if rc == BLOCKED:
+                    self._set_paused(buf, n)      # kept: tried again later
+                    self._last_message = pg_now()
+                    n = 0
+                    break
                 _pq.freemem(buf)
                 if rc < 0:
                     self._failure = &self.parser._err
@@ -384,7 +445,9 @@ cdef class CopyStream:
                 if due < wait_us:
                     wait_us = due if due > 0 else 0
             pfd[0].fd = self._sock
-            pfd[0].events = POLLIN | (POLLOUT if self._out_pending else 0)
+            # Paused: not reading is the point (TCP backpressure).
+            pfd[0].events = (POLLIN if self._pending == NULL else 0) \
+                | (POLLOUT if self._out_pending else 0)
             pfd[0].revents = 0
             pfd[1].revents = 0
             rc = poll(pfd, nfds, <int>((wait_us + 999) // 1000))
@@ -437,6 +500,20 @@ cdef class CopyStream:
     def last_status_time(self):
         """When the last status update was sent (us since 2000), 0 if never."""
         return self._last_status
+
+    @property
+    def paused(self):
+        """Reading is paused: the writer cannot take the next message yet (a
+        full disk, see :attr:`pause_error`, or a compressing worker behind)."""
+        return self._pending != NULL
+
+    @property
+    def pause_error(self):
+        """Why the loop is paused for lack of space (the OSError the writer
+        met), or None (not paused, or waiting for the compressing worker)."""
+        if self._pending == NULL or self._w._err.code == ERR_NONE:
+            return None
+        return errinfo_exception(&self._w._err, self._w.directory)
 
     @property
     def silent_seconds(self):

@@ -73,7 +73,8 @@ class StreamOptions:
     WAL past it was received); ``compression`` is ``-Z``;
     ``receive_timeout`` is ``--receive-timeout`` (seconds without any message
     from the server before the connection counts as lost, the walreceiver's
-    ``wal_receiver_timeout``; 0: never).
+    ``wal_receiver_timeout``; 0: never); ``min_free`` is ``--min-free``
+    (bytes a new segment file must leave free, else receiving pauses).
     """
 
     directory: Path
@@ -84,6 +85,7 @@ class StreamOptions:
     endpos: int | None = None
     compression: CompressionSpec | None = None
     receive_timeout: float = 60.0
+    min_free: int = 0
 
     @property
     def report_flush(self) -> bool:
@@ -92,7 +94,8 @@ class StreamOptions:
         return self.slot is not None or self.synchronous
 
     def wal_directory(self) -> WalDirectory:
-        return WalDirectory(self.directory, sync=self.sync, compression=self.compression)
+        return WalDirectory(self.directory, sync=self.sync, compression=self.compression,
+                            min_free=self.min_free)
 
 
 class ReceiveOutcome(enum.Enum):
@@ -294,12 +297,18 @@ class _Session:
                     status_interval=options.status_interval,
                     receive_timeout=options.receive_timeout, progress=state)
                 done = 0
+                no_space = False
                 while True:
                     try:
                         event = copy.run(TICK)
                     finally:
                         # Segments completed before an error are still logged.
                         done = _log_segments(writer, done)
+                    if copy.paused or no_space:
+                        error = copy.pause_error
+                        if (error is not None) != no_space:
+                            no_space = error is not None
+                            _log_pause(error)
                     if event == _core.STOP_REACHED:
                         _close_incomplete(writer, done, f"stopped log streaming at "
                                           f"{format_lsn(writer.write_lsn)} (timeline {timeline})")
@@ -354,6 +363,16 @@ def _connect_timeout(options: StreamOptions) -> int | None:
     user set no connect_timeout): a path that swallows packets would
     otherwise hold a reconnect forever."""
     return max(2, int(options.receive_timeout)) if options.receive_timeout else None
+
+
+def _log_pause(error: OSError | None) -> None:
+    """Say when receiving pauses for lack of space (*error*: why) and when
+    it goes on (None); printed without -v: an operator must see it."""
+    if error is not None:
+        log.log(NOTICE, "%s; receiving paused until there is space (the connection is kept)",
+                describe(error))
+    else:
+        log.log(NOTICE, "there is space again: receiving resumed")
 
 
 def _end_copy_for_stop(pgconn: psycopg.pq.abc.PGconn) -> None:

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING
 
 from walfast import __version__, majors
 from walfast.cli.compress_option import parse_compress_option
-from walfast.cli.usage import UsageError, print_usage_error
+from walfast.cli.usage import UsageError, parse_size, print_usage_error
 from walfast.errors import ServerRefusedError, WalfastError, describe, libpq_error_text
 from walfast.log import NOTICE
 from walfast.waldir.codecs import CompressionSpec
@@ -112,6 +112,7 @@ OPTIONS: tuple[Option, ...] = (
     # walfast's addition, in both front ends (no pg_receivewal option starts
     # with "re", so every abbreviation of theirs stays unambiguous).
     Option("receive-timeout", None, True),
+    Option("min-free", None, True),
 )
 
 #: ``walfast receive`` also takes walfast's own options (walfast-receivewal
@@ -270,6 +271,8 @@ class ReceiveWalArgs:
     #: --receive-timeout: seconds without a message before the connection
     #: counts as lost (walfast only; 0: never)
     receive_timeout: int = 60
+    #: --min-free: bytes a new segment file must leave free (walfast only)
+    min_free: int = 0
     slot: str | None = None
     verbose: bool = False
     compress: str = "none"
@@ -299,6 +302,11 @@ class ReceiveWalArgs:
         elif opt.name == "receive-timeout":
             self.receive_timeout = parse_int_option(
                 value, "--receive-timeout", 0, 2147483647 // 1000)
+        elif opt.name == "min-free":
+            try:
+                self.min_free = parse_size(value)
+            except ValueError as e:
+                raise UsageError(f"--min-free: {e}", hint=False) from None
         else:
             setattr(self, opt.name.replace("-", "_"), value)
 
@@ -436,7 +444,9 @@ Optional actions:
 This is walfast {version}, a drop-in replacement for pg_receivewal.
 METHOD is gzip, lz4, zstd (walfast only: files named *.zst) or none.
 walfast also takes --receive-timeout=SECS: a connection the server left
-silent that long counts as lost (default: 60, 0: never).
+silent that long counts as lost (default: 60, 0: never); and
+--min-free=SIZE: receiving pauses (the connection kept) instead of creating
+a segment file that would leave less free space (default: 0, until full).
 """
 
 
@@ -591,7 +601,7 @@ def run(args: ReceiveWalArgs, fe: Frontend) -> int:
             directory=Path(args.directory), slot=args.slot, synchronous=args.synchronous,
             status_interval=float(args.status_interval), sync=not args.no_sync,
             endpos=args.endpos, compression=args.compression,
-            receive_timeout=float(args.receive_timeout),
+            receive_timeout=float(args.receive_timeout), min_free=args.min_free,
         )
         with ReceiveExtras(options.directory, args.metrics_address, args.no_progress
                            or not fe.walfast_options):

@@ -52,14 +52,18 @@ class WalDirectory:
 
     *sync* False is ``--no-sync`` (no fsync of anything); *compression* the
     ``-Z`` method of new segment files (None: plain files).  Nothing is
-    read or written until :meth:`claim` or :meth:`open`.
+    read or written until :meth:`claim` or :meth:`open`.  *min_free*
+    (``--min-free``): a new segment file is not created while that would
+    leave fewer bytes free (the receive loop pauses instead, as on a full
+    disk).
     """
 
     def __init__(self, path: StrPath, *, sync: bool = True,
-                 compression: CompressionSpec | None = None) -> None:
+                 compression: CompressionSpec | None = None, min_free: int = 0) -> None:
         self.path = Path(path)
         self.sync = sync
         self.compression = compression
+        self.min_free = min_free
         self._facts: ServerFacts | None = None
         self._untrusted_through: int | None = None
         self._distrusted = False
@@ -196,22 +200,27 @@ class WalDirectory:
 
         facts = self.facts
         spec = self.compression
-        sink = _core.ChunkQueue() if spec is not None else None
+        sink: _core.WalSink
+        if spec is not None:
+            sink = queue = _core.ChunkQueue()
+        else:
+            sink = _core.SegmentFiles(
+                self.path, timeline=timeline, segment_size=facts.segment_size, sync=self.sync,
+                file_mode=facts.file_mode, zero_fill=zero_fill, min_free=self.min_free)
         writer = _core.SegmentWriter(
             self.path, timeline=timeline, start_lsn=start_lsn,
             segment_size=facts.segment_size, system_identifier=facts.system_identifier,
             page_magic=facts.major_facts.page_magic,
             page_size=facts.block_size, sync=self.sync, file_mode=facts.file_mode,
-            sink=sink, sink_suffix=spec.suffix if spec is not None else "",
-            zero_fill=zero_fill)
+            sink=sink, sink_suffix=spec.suffix if spec is not None else "")
         if stop_lsn is not None:
             writer.stop_lsn = stop_lsn
         worker = None
-        if spec is not None and sink is not None:
+        if spec is not None:
             from walfast.waldir.compressor import CompressWorker
 
             worker = CompressWorker(
-                sink, self.path, spec, timeline=timeline, segment_size=facts.segment_size,
+                queue, self.path, spec, timeline=timeline, segment_size=facts.segment_size,
                 sync=self.sync, file_mode=facts.file_mode).start()
         return SegmentOutput(writer, worker)
 

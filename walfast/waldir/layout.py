@@ -84,9 +84,14 @@ def ensure_state_dir(directory: StrPath, *, file_mode: int = 0o600, sync: bool =
     except FileExistsError:
         if not path.is_dir():
             raise NotADirectoryError(
-                errno.ENOTDIR, f'"{path}" exists and is not a directory: walfast keeps its '
-                f"state there; move it away", str(path)) from None
+                errno.ENOTDIR, "could not create walfast's state directory: it exists and is "
+                "not a directory (walfast keeps its state there; move it away)",
+                str(path)) from None
         return path
+    except OSError as exc:
+        from walfast.waldir.durable import os_error
+
+        raise os_error(exc, "could not create directory", path) from None
     os.chmod(path, dir_mode_for(file_mode))      # mkdir's mode is masked by the umask
     if sync:
         from walfast.waldir.durable import fsync_dir
