@@ -17,9 +17,12 @@ after a crash, so walfast should start in pg_receivewal's time.  Rows:
 
 Rounds interleave the commands (the machine is shared and noisy); the
 report gives medians and ratios.  Speed is reported here, never asserted
-in a test.
+in a test.  ``--major N`` takes the server and pg_receivewal of PostgreSQL N
+(Debian's or ``scripts/fetch-postgresql``'s; default: ``PG_BINDIR``,
+``PG_MAJOR``, else the one ``walfast.cluster.find_bindir`` finds); each
+pg_receivewal runs with its installation's own libpq.
 
-    python -m benchmarks.startup [--runs 30] [--server] [--json FILE]
+    python -m benchmarks.startup [--runs 30] [--server] [--major N] [--json FILE]
 """
 
 from __future__ import annotations
@@ -86,13 +89,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=30, help="rounds (default 30)")
     p.add_argument("--server", action="store_true",
                    help="also time exec to START_REPLICATION against a throwaway primary")
+    p.add_argument("--major", type=int, metavar="N",
+                   help="PostgreSQL major of the server and pg_receivewal")
     p.add_argument("--json", type=Path, help="write the figures here")
     args = p.parse_args(argv)
 
-    from walfast.cluster import find_bindir
+    from walfast.cluster import find_bindir, tool_env
 
-    bindir = find_bindir()
+    try:
+        bindir = find_bindir(major=args.major)
+    except ValueError as exc:
+        raise SystemExit(f"startup: {exc}") from None
+    if bindir is None and args.major is not None:
+        raise SystemExit(f"startup: PostgreSQL {args.major} not found (scripts/fetch-postgresql "
+                         f"{args.major} fetches it)")
     env = dict(os.environ)
+    pg_env = env if bindir is None else tool_env(bindir, env)
     tmp = Path(tempfile.mkdtemp(prefix="walfast-startup-"))
     try:
         state = _state_dir(tmp)
@@ -123,14 +135,19 @@ def main(argv: list[str] | None = None) -> int:
                 if r % 2:
                     names.reverse()          # alternate the order each round
                 for name in names:
-                    times[name].append(_time_exec(commands[name], env))
+                    times[name].append(_time_exec(
+                        commands[name], pg_env if name.startswith("pg_") else env))
                 if cluster is not None:
-                    _time_receivers(cluster, bindir, tmp, r, times, env)
+                    _time_receivers(cluster, bindir, tmp, r, times, env, pg_env)
         finally:
             if cluster is not None:
                 cluster.cleanup()
         report = {name: statistics.median(ts) for name, ts in times.items() if ts}
         base = report["python -c pass"]
+        if bindir is not None:
+            version = subprocess.run([str(bindir / "postgres"), "--version"], env=pg_env,
+                                     capture_output=True, text=True).stdout.strip()
+            print(f"server and pg_receivewal: {version} ({bindir})")
         print(f"start-up, median of {args.runs} runs (seconds; x = ratio to python -c pass)")
         for name, t in report.items():
             print(f"  {name:<40} {t * 1000:8.1f} ms  {t / base:5.2f}x")
@@ -149,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _time_receivers(cluster, bindir, tmp: Path, r: int, times: dict[str, list[float]],
-                    env: dict[str, str]) -> None:
+                    env: dict[str, str], pg_env: dict[str, str]) -> None:
     """One round of exec-to-start-line for both receivers, order turned
     each round; each streams from an empty directory to just past the
     server's position."""
@@ -167,7 +184,7 @@ def _time_receivers(cluster, bindir, tmp: Path, r: int, times: dict[str, list[fl
         out.mkdir()
         argv = [*prog, "-D", str(out), "-d", cluster.conninfo(), "-E", format_lsn(end),
                 "-n", "-v", "--no-sync"]
-        times[name].append(_time_to_start_line(argv, env))
+        times[name].append(_time_to_start_line(argv, pg_env if name.startswith("pg_") else env))
         shutil.rmtree(out, ignore_errors=True)
 
 

@@ -20,6 +20,7 @@ import psycopg
 import pytest
 
 from helpers.receivers import Procs
+from walfast import majors
 from walfast.cluster import Cluster, find_bindir
 
 # Fixtures that need a real server; tests using them get the marker.
@@ -38,6 +39,10 @@ def pytest_configure(config: pytest.Config) -> None:
         "integration: needs a real PostgreSQL server; auto-added to tests "
         "using pg fixtures")
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
+    config.addinivalue_line(
+        "markers",
+        "majors: version-sensitive; `make test` also runs these on every other "
+        "PostgreSQL major walfast is tested against (scripts/test-majors)")
 
 
 # ------------------------------------------- PostgreSQL harness fixtures --
@@ -56,6 +61,34 @@ def pg_bindir() -> Path:
                         pytrace=False)
         pytest.skip(reason)
     return bindir
+
+
+@pytest.fixture(scope="session")
+def pg_major(pg_bindir) -> majors.MajorFacts:
+    """What walfast.majors says of the major of the server binaries (the
+    clusters' and their pg_receivewal's: one installation)."""
+    return majors.facts(Cluster(pg_bindir).major)
+
+
+@pytest.fixture(scope="session")
+def receivewal_oracle(pg_bindir, pg_major) -> Path:
+    """The bin directory of a pg_receivewal whose command line is the one
+    walfast-receivewal speaks (15+, ``receivewal_command_line`` in
+    walfast.majors): the server's own, else the oldest such tested major
+    installed (``make test`` has Debian's 15).  Skip when there is none
+    (fail under CI)."""
+    if pg_major.receivewal_command_line:
+        return pg_bindir
+    for number in majors.TESTED_MAJORS:
+        bindir = find_bindir(major=number)
+        if majors.TABLE[number].receivewal_command_line and bindir is not None \
+                and (bindir / "pg_receivewal").exists():
+            return bindir
+    reason = (f"no pg_receivewal of PostgreSQL {majors.first_major_with('receivewal_command_line')}"
+              " or newer installed to compare walfast-receivewal's command line with")
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}; under CI this is a failure, not a skip", pytrace=False)
+    pytest.skip(reason)
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from walfast import majors
 from walfast.cli.compress_option import parse_compress_option
 from walfast.waldir.codecs import CompressionSpec
 from walfast.replication.commands import create_replication_slot_command, drop_replication_slot_command
@@ -86,18 +87,21 @@ def test_compress_refusals(value, message):
     assert str(e.value) == message
 
 
-@pytest.mark.parametrize("version, reserve, text", [
-    (150000, False, 'CREATE_REPLICATION_SLOT "s" PHYSICAL'),
-    (140000, False, 'CREATE_REPLICATION_SLOT "s" PHYSICAL'),
-    (150000, True, 'CREATE_REPLICATION_SLOT "s" PHYSICAL (RESERVE_WAL)'),
-    (140000, True, 'CREATE_REPLICATION_SLOT "s" PHYSICAL RESERVE_WAL'),
-    (180000, True, 'CREATE_REPLICATION_SLOT "s" PHYSICAL (RESERVE_WAL)'),
-])
-def test_create_slot_command_syntax(version, reserve, text):
-    """PostgreSQL 15's parenthesised options, the keyword form before it;
-    pg_receivewal's own slot (no RESERVE_WAL) is the same text on both."""
-    assert create_replication_slot_command("s", reserve_wal=reserve,
-                                           server_version=version) == text
+@pytest.mark.parametrize("major", [*majors.TESTED_MAJORS, majors.NEWEST_TESTED_MAJOR + 1])
+@pytest.mark.parametrize("reserve", [False, True], ids=["no-reserve", "reserve"])
+def test_create_slot_command_syntax(major, reserve):
+    """The parenthesised options where walfast.majors says the server takes
+    them (15+, and any newer major), the keyword form before; pg_receivewal's
+    own slot (no RESERVE_WAL) is the same text on all.  tests/test_protocol.py
+    sends it to a real server of each major (make test's majors runs)."""
+    text = create_replication_slot_command("s", reserve_wal=reserve,
+                                           server_version=major * 10000 + 1)
+    if not reserve:
+        assert text == 'CREATE_REPLICATION_SLOT "s" PHYSICAL'
+    elif majors.facts(major).parenthesised_slot_options:
+        assert text == 'CREATE_REPLICATION_SLOT "s" PHYSICAL (RESERVE_WAL)'
+    else:
+        assert text == 'CREATE_REPLICATION_SLOT "s" PHYSICAL RESERVE_WAL'
 
 
 def test_drop_slot_command():

@@ -5,9 +5,14 @@ A user must be able to replace ``pg_receivewal ARGS`` with
 scenario here runs both programs with the same arguments and compares what
 the user sees: the exit status, stderr after the program name (and the hint
 line), stdout, and for streaming scenarios the directory listing and every
-file's content.  pg_receivewal is the oracle (PostgreSQL 15 here; where
-PostgreSQL 16-18 word something differently walfast follows the newest and
-the test says so).
+file's content.  pg_receivewal of the server's major is the oracle (Debian's
+15 in the main run, each other tested major in ``make test``'s majors runs,
+for the tests marked ``majors``); where PostgreSQL 16-18 word something
+differently walfast follows the newest and the test says so.
+walfast-receivewal speaks the 15+ command line on every major (README,
+"Drop-in"): against pg_receivewal 14 each usage case either differs only
+in the hint's prefix or is listed in :data:`BEFORE_15` with why, and is
+then compared with a 15+ pg_receivewal.
 
 Sections:
 
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -49,10 +55,12 @@ from helpers.compat import (
     walfast_receivewal,
     write_entry_script,
 )
-from helpers.receivers import assert_completed_like_pg_wal, mismatch, wait_streaming, wait_until
+from helpers.receivers import (
+    assert_completed_like_pg_wal, holds_wal, mismatch, small_commit, wait_streaming, wait_until,
+)
 from walfast.cluster import Cluster, free_port
 from walfast.lsn import format_lsn, parse_lsn
-from walfast.cli.receivewal import NEWEST_SERVER_MAJOR
+from walfast import majors
 
 
 @pytest.fixture(scope="module")
@@ -214,6 +222,36 @@ COMPRESS_VALUES = [
 for _z in COMPRESS_VALUES:
     USAGE_CASES[f"-Z [{_z}]"] = ["-Z", _z, "-D", "{missing}"]
 
+#: Why pg_receivewal before 15 (``receivewal_command_line`` in
+#: walfast.majors) answers these usage cases differently from
+#: walfast-receivewal, which speaks the 15+ command line on purpose: one
+#: -Z and -s syntax on every server, so that a command line means the same
+#: whatever the server's major.  In every other case the two differ only in
+#: the hint line, which 15 prefixed with "hint: ".
+_ATOI_S = ("-s is read with atoi (\"ten\" is 0, \"5x\" is 5) and only a negative or "
+           "too large result is refused, in other words; 15+ checks the whole value "
+           "as it parses the option")
+_ATOI_Z = ("-Z takes a gzip level 0-9 read with atoi, so METHOD[:DETAIL] is level 0 (no "
+           "compression) and a bad value goes unnoticed; 15+ takes METHOD[:DETAIL] and "
+           "checks it after the other options")
+BEFORE_15: dict[str, str] = {
+    **dict.fromkeys([
+        "operand before a bad -s", "-s not a number", "-s trailing text", "-s sign only",
+        "-s hex", "-s negative", "-s out of range", "-s just out of range", "-s beyond long",
+        "order: -s before -E", "order: -s before unknown"], _ATOI_S),
+    **dict.fromkeys([
+        "-Z checked for --drop-slot", "-Z checked before the directory",
+        *(f"-Z [{v}]" for v in [
+            "10", "-1", "5 ", "0x5", "4294967296", "99999999999999999999", "none:1",
+            "none:level=-1", "none:workers=1", "gzip:0", "gzip:10", "gzip:level",
+            "gzip:level=", "gzip:level=x", "gzip:", "gzip:,", "gzip:level=5,",
+            "gzip:level=5,,x", "gzip:foo", "gzip:1:2", "gzip:workers=2", "gzip:level=5=6",
+            "lz4:13", "lz4:-1", "lz4:level=3,level=20", "zstd:level=30",
+            "zstd:level=-131073", "zstd:level=x", "brotli", "GZIP", "gzip ", " "])],
+        _ATOI_Z),
+}
+assert set(BEFORE_15) <= set(USAGE_CASES)
+
 #: What stdin holds for a case (a password prompt reads it).
 STDIN = {"-W prompts (stdin, no terminal)": "secret\n", "-w then -W prompts": "secret\n"}
 
@@ -238,13 +276,24 @@ def _expand(args: list[str], scratch: Path, dead_port: int) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def usage_results(scratch, pg, wf) -> dict[tuple[str, str], Result]:
+def oracle(pg_major, receivewal_oracle) -> Program | None:
+    """Before 15: a 15+ pg_receivewal, for the cases where the server's
+    differs (:data:`BEFORE_15`); None when the server's own is that."""
+    if pg_major.receivewal_command_line:
+        return None
+    return pg_receivewal(receivewal_oracle, name="pg_receivewal 15+")
+
+
+@pytest.fixture(scope="module")
+def usage_results(scratch, pg, wf, oracle) -> dict[tuple[str, str], Result]:
     """Every usage case run by every program, four at a time."""
     (scratch / "empty").mkdir()
     (scratch / "file").write_text("not a directory\n")
     dead_port = free_port()
     jobs = [(pg, case) for case in USAGE_CASES] + [(wf, case) for case in USAGE_CASES]
     jobs += [(walfast_receive(), case) for case in RECEIVE_CASES]
+    if oracle is not None:
+        jobs += [(oracle, case) for case in BEFORE_15]
 
     def one(job: tuple[Program, str]) -> Result:
         program, case = job
@@ -264,15 +313,40 @@ def _assert_same(theirs: Result, ours: Result) -> None:
     assert ours.stderr == theirs.stderr
 
 
+def _without_hint_prefix(result: Result) -> Result:
+    """*result* as pg_receivewal before 15 prints it: the hint line without
+    its "PROG: hint: " prefix."""
+    lines = [line.removeprefix("PROG: hint: ") if line.startswith("PROG: hint: Try ")
+             else line for line in result.stderr]
+    return Result(result.returncode, result.stdout, lines)
+
+
+def _assert_usage(results, pg_major, program: str, case: str) -> None:
+    """walfast's answer to *case* is pg_receivewal's.  Before 15: the same
+    but for the hint's prefix, or, for a case in BEFORE_15, different from
+    it and the same as a 15+ pg_receivewal's."""
+    theirs, ours = results["pg_receivewal", case], results[program, case]
+    if pg_major.receivewal_command_line:
+        _assert_same(theirs, ours)
+    elif case in BEFORE_15:
+        assert (theirs.returncode, theirs.stdout, theirs.stderr) != \
+            (ours.returncode, ours.stdout, _without_hint_prefix(ours).stderr), \
+            f"listed in BEFORE_15, but pg_receivewal {pg_major.major} answers as walfast"
+        _assert_same(results["pg_receivewal 15+", case], ours)
+    else:
+        _assert_same(theirs, _without_hint_prefix(ours))
+
+
+@pytest.mark.majors
 @pytest.mark.parametrize("case", list(USAGE_CASES))
-def test_usage_like_pg_receivewal(usage_results, case):
-    _assert_same(usage_results["pg_receivewal", case],
-                 usage_results["walfast-receivewal", case])
+def test_usage_like_pg_receivewal(usage_results, pg_major, case):
+    _assert_usage(usage_results, pg_major, "walfast-receivewal", case)
 
 
+@pytest.mark.majors
 @pytest.mark.parametrize("case", RECEIVE_CASES)
-def test_usage_walfast_receive_like_pg_receivewal(usage_results, case):
-    _assert_same(usage_results["pg_receivewal", case], usage_results["walfast receive", case])
+def test_usage_walfast_receive_like_pg_receivewal(usage_results, pg_major, case):
+    _assert_usage(usage_results, pg_major, "walfast receive", case)
 
 
 def test_walfast_receive_own_options(wf, scratch):
@@ -301,15 +375,21 @@ def test_walfast_receive_own_options(wf, scratch):
 # 2. -Z: the deliberate differences
 # --------------------------------------------------------------------------- #
 
+@pytest.mark.majors
 @pytest.mark.parametrize("value", ["zstd", "zstd:5", "zstd:level=-5", "zstd:22"])
-def test_zstd_accepted_where_pg_receivewal_refuses(pg, wf, scratch, value):
+def test_zstd_accepted_where_pg_receivewal_refuses(pg, pg_major, wf, scratch, value):
     args = ["-Z", value, "-D", str(scratch / "missing")]
     theirs, ours = run(pg, args), run(wf, args)
-    assert theirs.stderr == ["PROG: error: compression with ZSTD is not yet supported"]
     # walfast took the value and went on to the next check.
     assert ours.stderr == [f'PROG: error: could not open directory "{args[-1]}": '
                            "No such file or directory"]
     assert ours.returncode == theirs.returncode == 1
+    if pg_major.receivewal_command_line:
+        assert theirs.stderr == ["PROG: error: compression with ZSTD is not yet supported"]
+    else:
+        # Before 15 the value is atoi's level 0 (no compression): it goes on
+        # to the same check, where walfast would compress with zstd.
+        assert theirs.stderr == ours.stderr
 
 
 @pytest.mark.parametrize("value", ["zstd:workers=2", "zstd:long"])
@@ -321,31 +401,42 @@ def test_zstd_options_walfast_cannot_honour_are_refused(wf, scratch, value):
     assert value.split(":")[1].split("=")[0] in ours.stderr[0]
 
 
+@pytest.mark.majors
 @pytest.mark.parametrize("value, pg16", [
     ("gzip:long", 'compression algorithm "gzip" does not support long-distance mode'),
     ("lz4:long=yes", 'compression algorithm "lz4" does not support long-distance mode'),
     ("gzip:long=maybe", 'value for compression option "long" must be a Boolean value'),
 ])
-def test_long_keyword_worded_as_postgresql_16(pg, wf, scratch, value, pg16):
+def test_long_keyword_worded_as_postgresql_16(pg, pg_major, wf, scratch, value, pg16):
     """PostgreSQL 16 added the ``long`` keyword; pg_receivewal 15 calls it
-    unrecognized.  walfast words it as 16-18 do."""
+    unrecognized, 14 reads the whole value as level 0 (atoi).  walfast
+    words it as 16-18 do."""
     args = ["-Z", value, "-D", str(scratch / "missing")]
     theirs, ours = run(pg, args), run(wf, args)
     assert ours.returncode == theirs.returncode == 1
     assert ours.stderr == [f"PROG: error: invalid compression specification: {pg16}"]
-    if run(pg, ["--version"]).stdout.split()[2].startswith("15."):
+    if pg_major.receivewal_compress_long:
+        assert theirs.stderr == ours.stderr
+    elif pg_major.receivewal_command_line:
         assert theirs.stderr == ['PROG: error: invalid compression specification: '
                                  'unrecognized compression option: "long"']
     else:
-        assert theirs.stderr == ours.stderr
+        assert theirs.stderr == [f'PROG: error: could not open directory "{args[-1]}": '
+                                 "No such file or directory"]
 
 
 # --------------------------------------------------------------------------- #
 # 3. --help and --version
 # --------------------------------------------------------------------------- #
 
+#: pg_receivewal's -Z line in --help before 15, and from 15 on (walfast's).
+_HELP_Z_BEFORE_15 = ["  -Z, --compress=0-9     compress logs with given compression level"]
+_HELP_Z = ["  -Z, --compress=METHOD[:DETAIL]", "                         compress as specified"]
+
+
+@pytest.mark.majors
 @pytest.mark.parametrize("flag", ["--help", "-?"])
-def test_help_like_pg_receivewal(pg, wf, flag):
+def test_help_like_pg_receivewal(pg, pg_major, wf, flag):
     theirs, ours = run(pg, [flag, "--bogus"]), run(wf, [flag, "--bogus"])
     assert ours.returncode == theirs.returncode == 0
     assert ours.stderr == theirs.stderr == []
@@ -354,12 +445,18 @@ def test_help_like_pg_receivewal(pg, wf, flag):
     pg_body = theirs.stdout.replace("pg_receivewal", "PROG").splitlines()
     ours_lines = ours.stdout.replace(wf.progname, "PROG").splitlines()
     assert pg_body[-2].startswith("Report bugs to ")
+    if not pg_major.receivewal_command_line:
+        # Before 15: the one difference is -Z, which walfast takes as 15+ does.
+        at = pg_body.index(_HELP_Z_BEFORE_15[0])
+        pg_body[at:at + 1] = _HELP_Z
+    assert _HELP_Z[0] in ours_lines
     assert ours_lines[:len(pg_body) - 2] == pg_body[:-2]
     walfast_lines = "\n".join(ours_lines[len(pg_body) - 2:])
     assert "walfast" in walfast_lines and "zstd" in walfast_lines
     assert "--receive-timeout=SECS" in walfast_lines
 
 
+@pytest.mark.majors
 @pytest.mark.parametrize("flag", ["--version", "-V"])
 def test_version_line_parses_as_pg_receivewal(pg, wf, flag):
     theirs, ours = run(pg, [flag, "-x"]), run(wf, [flag, "-x"])
@@ -369,12 +466,12 @@ def test_version_line_parses_as_pg_receivewal(pg, wf, flag):
     assert re.match(r"pg_receivewal \(PostgreSQL\) (\S+)", theirs.stdout)
     # The regex pg_receivewal's own line matches...
     m = re.match(r"pg_receivewal \(PostgreSQL\) (\S+)", line)
-    assert m and m.group(1) == f"{NEWEST_SERVER_MAJOR}.0"
+    assert m and m.group(1) == f"{majors.NEWEST_TESTED_MAJOR}.0"
     # ...and Barman's parsing (PostgreSQLClient.get_version_info): drop
     # parenthesised parts, take the second word, require digits and a dot.
     version = re.sub(r"\s*\([^)]*\)", "", line).split()[1]
     assert re.match(r"(\d+)(\.(\d+)|devel|beta|alpha|rc).*", version)
-    assert int(version.split(".")[0]) == NEWEST_SERVER_MAJOR
+    assert int(version.split(".")[0]) == majors.NEWEST_TESTED_MAJOR
     assert "walfast" in line
 
 
@@ -504,6 +601,7 @@ def _restart_lsn(cluster, slot: str) -> str | None:
     return rows[0][0]
 
 
+@pytest.mark.majors
 def test_slot_create_stream_drop(cluster, pg, wf, tmp_path):
     """--create-slot (twice, with and without --if-not-exists), streaming
     through the slot, --drop-slot (twice): the same exit codes and lines;
@@ -553,6 +651,7 @@ def test_slot_create_stream_drop(cluster, pg, wf, tmp_path):
                            "WHERE slot_name LIKE 'compat_%'") == [(0,)]
 
 
+@pytest.mark.majors
 def test_bad_slot_name(cluster, pg, wf):
     conn = ["-d", cluster.conninfo()]
     for action in ("--create-slot", "--drop-slot"):
@@ -560,9 +659,12 @@ def test_bad_slot_name(cluster, pg, wf):
         _assert_same(theirs, ours)
 
 
-def test_start_from_slot_restart_lsn(cluster, pg, wf, tmp_path):
+@pytest.mark.majors
+def test_start_from_slot_restart_lsn(cluster, pg, pg_major, wf, tmp_path):
     """An empty directory and a slot that holds WAL: both start at the
-    slot's restart_lsn (READ_REPLICATION_SLOT), not the server's position."""
+    slot's restart_lsn (READ_REPLICATION_SLOT), not the server's position.
+    Before 15 the server cannot say where a slot stands: both start at the
+    server's position instead."""
     seg = cluster.wal_segment_size
     cluster.execute("CHECKPOINT")
     for slot in ("compat_rrs_pg", "compat_rrs_wf"):
@@ -570,18 +672,25 @@ def test_start_from_slot_restart_lsn(cluster, pg, wf, tmp_path):
     try:
         restart = _restart_lsn(cluster, "compat_rrs_pg")
         assert restart is not None and restart == _restart_lsn(cluster, "compat_rrs_wf")
-        start = parse_lsn(restart) // seg * seg
         _fresh_wal(cluster, 3)
-        endpos = start + 2 * seg + seg // 3
+        if pg_major.read_replication_slot:
+            start = parse_lsn(restart) // seg * seg
+            endpos = start + 2 * seg + seg // 3
+            expected = [cluster.segment_name(start // seg + k) for k in (0, 1)]
+            expected.append(cluster.segment_name(start // seg + 2) + ".partial")
+        else:
+            # The server's position, a little into a segment: both stop with
+            # the first message past it.
+            position = small_commit(cluster)
+            start, endpos = position // seg * seg, position - 1
+            assert start > parse_lsn(restart) and endpos >= start
+            expected = [cluster.segment_name(start // seg) + ".partial"]
         pg_dir, wf_dir = tmp_path / "pg", tmp_path / "wf"
         pg_dir.mkdir()
         wf_dir.mkdir()
         common = ["-n", "-v", "-E", format_lsn(endpos), "-d", cluster.conninfo()]
         theirs, ours = _run_pair([(pg, ["-D", str(pg_dir), "-S", "compat_rrs_pg", *common]),
                                   (wf, ["-D", str(wf_dir), "-S", "compat_rrs_wf", *common])])
-        segno = start // seg
-        expected = [cluster.segment_name(segno), cluster.segment_name(segno + 1),
-                    cluster.segment_name(segno + 2) + ".partial"]
         _assert_same_stream(cluster, theirs, ours, pg_dir, wf_dir, expected)
         assert f"PROG: starting log streaming at {format_lsn(start)} (timeline 1)" in ours.stderr
     finally:
@@ -594,8 +703,10 @@ def _start_streaming(cluster, pg, wf, procs, tmp_path, *options):
     pg_dir.mkdir()
     wf_dir.mkdir()
     conn = ["-d", cluster.conninfo()]
-    theirs = procs.program("pg_receivewal", [*pg.argv, "-D", str(pg_dir), *options, *conn])
-    ours = procs.program("walfast-receivewal", [*wf.argv, "-D", str(wf_dir), *options, *conn])
+    theirs = procs.program("pg_receivewal", [*pg.argv, "-D", str(pg_dir), *options, *conn],
+                           env=pg.env())
+    ours = procs.program("walfast-receivewal", [*wf.argv, "-D", str(wf_dir), *options, *conn],
+                         env=wf.env())
     # Each program's fallback application_name is its own name.
     wait_streaming(cluster, ["pg_receivewal", wf.progname], [theirs, ours])
     return theirs, ours
@@ -633,10 +744,38 @@ def test_reconnect_loop_then_sigint(cluster, pg, wf, procs, tmp_path):
     assert "PROG: disconnected; waiting 5 seconds to try again" in lines
 
 
+@pytest.mark.majors
+def test_sigterm_like_postgresql_16(cluster, pg, pg_major, wf, procs, tmp_path):
+    """SIGTERM stops walfast-receivewal as SIGINT does, on every major:
+    "received interrupt signal, exiting", the .partial left as it is, exit
+    0, what pg_receivewal does from 16 on (a service manager stops it with
+    SIGTERM).  pg_receivewal 14 and 15 die by the signal."""
+    theirs, ours = _start_streaming(cluster, pg, wf, procs, tmp_path, "-v")
+    end = small_commit(cluster)       # each has a segment open when the signal comes
+    for p, d in ((theirs, tmp_path / "pg"), (ours, tmp_path / "wf")):
+        start, _ = p.start_position()
+        wait_until(lambda: holds_wal(d, cluster, start, end), f"{p.name} to receive",
+                   30, [theirs, ours])
+    for p in (theirs, ours):
+        p.popen.send_signal(signal.SIGTERM)
+    assert ours.wait() == 0
+    lines = stream_lines(wf.normalize(ours.stderr()))
+    assert "PROG: received interrupt signal, exiting" in lines
+    assert any(line.startswith('PROG: not renaming "') for line in lines), lines
+    assert "Traceback" not in ours.stderr()
+    if pg_major.receivewal_sigterm_exits_0:
+        assert theirs.wait() == 0
+        assert lines == stream_lines(pg.normalize(theirs.stderr()))
+    else:
+        assert theirs.wait() == -signal.SIGTERM
+        assert "received interrupt signal" not in theirs.stderr()
+
+
 # --------------------------------------------------------------------------- #
 # 5. a directory written by one program, continued by the other
 # --------------------------------------------------------------------------- #
 
+@pytest.mark.majors
 @pytest.mark.parametrize("keep_partial", [True, False], ids=["from-partial", "from-completed"])
 @pytest.mark.parametrize("first_name", ["pg_receivewal", "walfast-receivewal"])
 def test_continue_the_other_programs_directory(cluster, pg, wf, tmp_path, first_name,
@@ -708,6 +847,13 @@ def _without_positions(lines: list[str]) -> list[str]:
 # 6. compressed output (-Z), side by side
 # --------------------------------------------------------------------------- #
 
+#: -Z values as pg_receivewal before 15 takes them (a gzip level, 0 for
+#: none); None: it has no such method (it reads -Z lz4 as level 0).
+_Z_BEFORE_15 = {"gzip:1": "1", "5": "5", "gzip:level=9": "9", "lz4": None, "lz4:1": None,
+                "none": "0"}
+
+
+@pytest.mark.majors
 @pytest.mark.parametrize("value, suffix", [
     pytest.param("gzip:1", ".gz", id="gzip-1"),
     pytest.param("5", ".gz", id="bare-level-5"),
@@ -716,24 +862,45 @@ def _without_positions(lines: list[str]) -> list[str]:
     pytest.param("lz4:1", ".lz4", id="lz4-1"),
     pytest.param("none", "", id="none"),
 ])
-def test_compressed_endpos_side_by_side(cluster, pg, wf, tmp_path, value, suffix):
+def test_compressed_endpos_side_by_side(cluster, pg, pg_major, wf, tmp_path, value, suffix):
     """-Z METHOD[:DETAIL] and the bare level: the same file names, the same
     decompressed contents (completed files equal to pg_wal, the stopped
-    segment's .partial a decodable prefix of it) and the same lines."""
+    segment's .partial a decodable prefix of it) and the same lines.
+
+    Before 15 pg_receivewal is given the same compression as its gzip level
+    (walfast-receivewal takes only the 15+ syntax), and prints the
+    .partial's name without its .gz; it cannot write lz4, and given -Z lz4
+    it writes plain files (atoi's level 0), which hold the same WAL."""
     seg = cluster.wal_segment_size
     a = _fresh_wal(cluster, 3)
     pg_dir, wf_dir = _seeded_dirs(tmp_path, cluster, a, "pg", "wf")
     endpos = (a + 2) * seg + seg // 2 + 1234
-    common = ["-n", "-v", "-Z", value, "-E", format_lsn(endpos), "-d", cluster.conninfo()]
-    theirs, ours = _run_pair([(pg, ["-D", str(pg_dir), *common]),
-                              (wf, ["-D", str(wf_dir), *common])])
+    common = ["-n", "-v", "-E", format_lsn(endpos), "-d", cluster.conninfo()]
+    theirs_value, theirs_suffix = value, suffix
+    if not pg_major.receivewal_command_line:
+        theirs_value = _Z_BEFORE_15[value]
+        if theirs_value is None:
+            theirs_value, theirs_suffix = value, ""
+    theirs, ours = _run_pair([(pg, ["-D", str(pg_dir), "-Z", theirs_value, *common]),
+                              (wf, ["-D", str(wf_dir), "-Z", value, *common])])
     assert theirs.returncode == 0, theirs
     assert ours.returncode == 0, ours
     expected = sorted([cluster.segment_name(a), cluster.segment_name(a + 1) + suffix,
                        cluster.segment_name(a + 2) + suffix + ".partial"])
-    assert listing(pg_dir) == expected
-    problem = directory_difference(pg_dir, wf_dir)
-    assert problem is None, problem
+    assert listing(wf_dir) == expected
+    if theirs_suffix == suffix:
+        assert listing(pg_dir) == expected
+        problem = directory_difference(pg_dir, wf_dir)
+        assert problem is None, problem
+    else:
+        assert listing(pg_dir) == [cluster.segment_name(a), cluster.segment_name(a + 1),
+                                   cluster.segment_name(a + 2) + ".partial"]
+        for name in listing(pg_dir):
+            ours_name = name if name == cluster.segment_name(a) else \
+                name[:24] + suffix + name[24:]
+            theirs_wal, ours_wal = read_segment(pg_dir / name), read_segment(wf_dir / ours_name)
+            # Plain .partial files are zero-padded to the segment size.
+            assert theirs_wal[:len(ours_wal)] == ours_wal, name
     completed = cluster.segment_name(a + 1)
     assert read_segment(wf_dir / (completed + suffix)) == (cluster.pg_wal / completed).read_bytes()
     received = endpos % seg  # at least this much of the last segment
@@ -741,4 +908,8 @@ def test_compressed_endpos_side_by_side(cluster, pg, wf, tmp_path, value, suffix
     assert len(partial) >= received
     assert partial[:received] == \
         (cluster.pg_wal / cluster.segment_name(a + 2)).read_bytes()[:received]
-    assert stream_lines(ours.stderr) == stream_lines(theirs.stderr)
+    theirs_lines = stream_lines(theirs.stderr)
+    if not pg_major.receivewal_command_line:
+        plain_partial = f'"{cluster.segment_name(a + 2)}.partial"'
+        theirs_lines = [line.replace(plain_partial, f'"{expected[-1]}"') for line in theirs_lines]
+    assert stream_lines(ours.stderr) == theirs_lines

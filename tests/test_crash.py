@@ -24,8 +24,9 @@ from helpers.receivers import (
     mismatch,
     small_commit,
     wait_until,
+    wal_files,
 )
-from helpers.wal_synth import SYSID, make_wal
+from helpers.wal_synth import OTHER_MAGIC, SYSID, make_wal
 from walfast import SegmentError, SegmentWriter
 from walfast.lsn import format_lsn, parse_lsn
 from walfast.waldir.layout import BOOT, STATE_DIR, state_file
@@ -76,7 +77,7 @@ def test_first_page_must_match_the_server(tmp_path):
 
 
 @pytest.mark.parametrize("page, offset, fmt, value", [
-    (4, 0, "<H", 0xD111),          # xlp_magic
+    (4, 0, "<H", OTHER_MAGIC),     # xlp_magic of another major
     (4, 2, "<H", 0x0010),          # unknown xlp_info flag
     (4, 2, "<H", 0x0002),          # a long header inside the segment
     (4, 4, "<I", 2),               # xlp_tli above the timeline
@@ -274,6 +275,7 @@ def _slot_after_disconnect(cluster, slot: str) -> int:
     return parse_lsn(wait_until(inactive, f"slot {slot} to be released", 30))
 
 
+@pytest.mark.majors
 def test_kill_loop(shared_cluster, procs, tmp_path):
     kills_wanted = 24
     seed = int(os.environ.get("WALFAST_KILL_SEED", time.time_ns() % (1 << 32)))
@@ -349,3 +351,55 @@ def test_kill_loop(shared_cluster, procs, tmp_path):
     assert mid_flush >= 1, "the server never saw a flush position inside a segment"
     with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
         conn.execute("SELECT pg_drop_replication_slot('kill_slot')")
+
+
+@pytest.mark.majors
+def test_kill_before_the_first_wal_loses_nothing(shared_cluster, pg_major, procs, tmp_path):
+    """Rounds of: walfast starts into an empty directory with a slot and is
+    killed (SIGKILL) as soon as it says where it starts, before any WAL
+    reached it; WAL is written while no receiver runs; walfast starts again
+    and catches up.  The restart must start no later than the first run
+    (the directory holds every byte between), and the directory ends up
+    holding all the WAL from the first start.
+
+    Before 15 the server cannot say where a slot stands, so an empty
+    directory's start is the server's position, which moves on: unless the
+    first run wrote its start down before START_REPLICATION (the empty
+    .partial of WalDirectory.mark_start), the restart started after the WAL
+    written meanwhile and never received it.  Each round starts with the
+    server idle at a segment start, so the first run has nothing to receive
+    before the kill (checked where the start is the server's position)."""
+    cluster = shared_cluster(wal_segsize_mb=1, autovacuum=False)
+    seg = cluster.wal_segment_size
+    conninfo = cluster.conninfo()
+    killed_before_wal = 0
+    for r in range(3):
+        slot = f"first_wal_{r}"
+        cluster.execute("SELECT pg_create_physical_replication_slot(%s, true)", (slot,))
+        d = tmp_path / f"round-{r}"
+        d.mkdir()
+        cluster.switch_wal()
+        idle_at = cluster.current_wal_lsn()
+        first = procs.walfast("-D", str(d), "-d", conninfo, "-S", slot, "-v", name=f"first-{r}")
+        start, _ = first.start_position()
+        first.kill()
+        assert "Traceback" not in first.stderr()
+        if start == idle_at and cluster.current_wal_lsn() == idle_at:
+            # Nothing to send from there: killed before any WAL reached it.
+            killed_before_wal += 1
+            assert all((d / n).stat().st_size == 0 for n in wal_files(d)), wal_files(d)
+
+        cluster.generate_wal(2 * seg)        # while no receiver runs
+        end = small_commit(cluster)
+        again = procs.walfast("-D", str(d), "-d", conninfo, "-S", slot, "-v", name=f"again-{r}")
+        restart, _ = again.start_position()
+        assert restart <= start or holds_wal(d, cluster, start, restart), (
+            f"round {r}: the first run started at {format_lsn(start)}, the restart at "
+            f"{format_lsn(restart)}: {mismatch(d, cluster, start, restart)}")
+        wait_until(lambda: holds_wal(d, cluster, start, end),
+                   f"the restart to receive up to {format_lsn(end)}", 60, [again])
+        assert again.interrupt() == 0
+        assert_completed_like_pg_wal(d, cluster)
+    if not pg_major.read_replication_slot:
+        assert killed_before_wal >= 1, "no round killed a receiver before its first WAL"
+

@@ -29,6 +29,7 @@ import psycopg
 import pytest
 
 import walfast.cluster
+from walfast import majors
 from walfast.cluster import Cluster, find_bindir, postgresql_cache_dir, tool_env
 from walfast.lsn import format_lsn, parse_lsn
 
@@ -37,9 +38,6 @@ FETCH = ROOT / "scripts" / "fetch-postgresql"
 
 XLOG_BLCKSZ = 8192
 XLP_LONG_HEADER = 0x0002
-# XLOG_PAGE_MAGIC per server major version (src/include/access/xlog_internal.h)
-XLOG_PAGE_MAGIC = {12: 0xD101, 13: 0xD106, 14: 0xD10D, 15: 0xD110,
-                   16: 0xD113, 17: 0xD116, 18: 0xD118}
 
 
 def _requested_majors() -> list[int]:
@@ -160,11 +158,12 @@ def test_replication_connection_16mb(pg_cluster_factory):
     _check_replication_connection(cluster, "tcp", "16MB")
 
 
+@pytest.mark.majors
 def test_completed_segments_have_valid_headers(pg_cluster):
-    major = pg_cluster.server_version_num() // 10000
-    if major not in XLOG_PAGE_MAGIC:
-        pytest.skip(f"XLOG_PAGE_MAGIC of PostgreSQL {major} not known here")
-    segments = _check_completed_segments(pg_cluster, XLOG_PAGE_MAGIC[major])
+    major = majors.major_of(pg_cluster.server_version_num())
+    if major not in majors.TABLE:
+        pytest.skip(f"XLOG_PAGE_MAGIC of PostgreSQL {major} not in walfast.majors")
+    segments = _check_completed_segments(pg_cluster, majors.TABLE[major].page_magic)
     # Names that only look like a segment's (what a promotion or pg_receivewal
     # leave) are not completed segments.
     for suffix in (".partial", ".tmp", ".gz", ".partial.tmp"):
@@ -174,9 +173,9 @@ def test_completed_segments_have_valid_headers(pg_cluster):
 
 def _check_completed_segments(pg_cluster: Cluster, magic: int | None) -> list[Path]:
     """Generate 3 segments of WAL and switch; check completed_segments()
-    and the long page header of each (*magic*: the major's XLOG_PAGE_MAGIC;
-    None for a major not in the table: then only that all segments agree);
-    return them."""
+    and the long page header of each (*magic*: the major's XLOG_PAGE_MAGIC
+    from walfast.majors; None for a major not in the table: then only that
+    all segments agree); return them."""
     segsize = pg_cluster.wal_segment_size
     sysid = pg_cluster.system_identifier()
     start, end = pg_cluster.generate_wal(3 * segsize)
@@ -309,9 +308,10 @@ def test_major_primary_and_streaming_standby(major):
         assert primary.major == major  # from pg_ctl --version, before init
         primary.init()
         primary.start()
-        assert primary.server_version_num() // 10000 == major
+        assert majors.major_of(primary.server_version_num()) == major
 
-        segments = _check_completed_segments(primary, XLOG_PAGE_MAGIC.get(major))
+        # The table's page magic is the one this major's server writes.
+        segments = _check_completed_segments(primary, majors.facts(major).page_magic or None)
 
         env = primary.tool_env()
         proc = subprocess.run([primary.tool("pg_waldump"), "-n", "3", str(segments[0])],

@@ -15,6 +15,7 @@ import psycopg
 import psycopg.errors
 import pytest
 
+from walfast import majors
 from walfast.cluster import Cluster, free_port
 from walfast.errors import ProtocolError, ServerMismatchError, WalfastError
 from walfast.lsn import history_file_name, parse_lsn
@@ -256,7 +257,7 @@ def test_file_mode_for(mode, expected):
 
 
 def test_check_server_version(conn):
-    check_server_version(conn)  # PostgreSQL 15: fine
+    check_server_version(conn)  # the server of this run: fine
 
     old = SimpleNamespace(info=SimpleNamespace(
         server_version=90624, parameter_status=lambda name: "9.6.24"))
@@ -332,21 +333,52 @@ def test_quote_ident():
         quote_ident(b"abc")  # type: ignore[arg-type]
 
 
-def test_read_missing_slot(conn, no_slots_left):
+@pytest.fixture(scope="module")
+def read_slot_works(cluster) -> bool:
+    """The server has READ_REPLICATION_SLOT (walfast.majors, 15+)."""
+    return majors.facts(cluster.major).read_replication_slot
+
+
+def _slot_info(conn, cluster, name: str, read_slot_works: bool) -> SlotInfo:
+    """READ_REPLICATION_SLOT's answer where the server has the command;
+    before 15 the same from pg_replication_slots (which has no timeline)."""
+    if read_slot_works:
+        return read_replication_slot(conn, name)
+    rows = [row for row in _slots(cluster) if row[0] == name]
+    if not rows:
+        raise WalfastError(f'replication slot "{name}" does not exist')
+    (_, slot_type, restart_lsn), = rows
+    return SlotInfo(slot_type=slot_type, restart_tli=None,
+                    restart_lsn=None if restart_lsn is None else parse_lsn(restart_lsn))
+
+
+@pytest.mark.majors
+def test_read_missing_slot(conn, read_slot_works, no_slots_left):
     with pytest.raises(WalfastError) as ei:
         read_replication_slot(conn, "no_such_slot")
-    assert str(ei.value) == 'replication slot "no_such_slot" does not exist'
+    if read_slot_works:
+        assert str(ei.value) == 'replication slot "no_such_slot" does not exist'
+    else:
+        # Refused before anything is sent: the connection is still usable.
+        assert isinstance(ei.value, ServerMismatchError)
+        first = majors.first_major_with("read_replication_slot")
+        assert str(ei.value).startswith(f"READ_REPLICATION_SLOT needs PostgreSQL {first} or "
+                                        "later; server version is ")
+        assert identify_system(conn).timeline == 1
 
 
-def test_slot_lifecycle(conn, cluster, no_slots_left):
+@pytest.mark.majors
+def test_slot_lifecycle(conn, cluster, read_slot_works, no_slots_left):
+    """Created with the option syntax of the server's major (RESERVE_WAL in
+    parentheses from 15, a keyword before)."""
     assert create_replication_slot(conn, "walfast_test") is True
     try:
-        info = read_replication_slot(conn, "walfast_test")
+        info = _slot_info(conn, cluster, "walfast_test", read_slot_works)
         assert isinstance(info, SlotInfo)
         assert info.slot_type == "physical"
         # RESERVE_WAL: the restart point is set at creation.
         assert info.restart_lsn is not None
-        assert info.restart_tli == 1
+        assert info.restart_tli == (1 if read_slot_works else None)
         ((name, slot_type, restart_lsn),) = _slots(cluster)
         assert (name, slot_type) == ("walfast_test", "physical")
         assert parse_lsn(restart_lsn) == info.restart_lsn
@@ -362,7 +394,7 @@ def test_slot_lifecycle(conn, cluster, no_slots_left):
         drop_replication_slot(conn, "walfast_test")
     assert _slots(cluster) == []
     with pytest.raises(WalfastError, match="does not exist"):
-        read_replication_slot(conn, "walfast_test")
+        _slot_info(conn, cluster, "walfast_test", read_slot_works)
     with pytest.raises(psycopg.errors.UndefinedObject):
         drop_replication_slot(conn, "walfast_test")
 
@@ -373,21 +405,23 @@ def test_create_slot_if_not_exists_on_new_slot(conn, no_slots_left):
     drop_replication_slot(conn, "walfast_ine")
 
 
-def test_create_slot_without_reserve_wal(conn, no_slots_left):
+@pytest.mark.majors
+def test_create_slot_without_reserve_wal(conn, cluster, read_slot_works, no_slots_left):
     # What pg_receivewal --create-slot makes: no restart point yet.
     create_replication_slot(conn, "walfast_lazy", reserve_wal=False)
     try:
-        info = read_replication_slot(conn, "walfast_lazy")
+        info = _slot_info(conn, cluster, "walfast_lazy", read_slot_works)
         assert info == SlotInfo(slot_type="physical", restart_lsn=None, restart_tli=None)
     finally:
         drop_replication_slot(conn, "walfast_lazy")
 
 
+@pytest.mark.majors
 @pytest.mark.parametrize("name", ["physical", "slot", "timeline", "reserve_wal"])
-def test_keyword_named_slot(conn, cluster, name, no_slots_left):
+def test_keyword_named_slot(conn, cluster, read_slot_works, name, no_slots_left):
     create_replication_slot(conn, name)
     try:
-        assert read_replication_slot(conn, name).restart_lsn is not None
+        assert _slot_info(conn, cluster, name, read_slot_works).restart_lsn is not None
         assert [s[0] for s in _slots(cluster)] == [name]
     finally:
         drop_replication_slot(conn, name)

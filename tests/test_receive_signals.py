@@ -6,6 +6,7 @@ import time
 import pytest
 
 from helpers.receivers import wait_until
+from walfast.lsn import parse_lsn
 from walfast.waldir.layout import STATE_DIR
 
 MB = 1 << 20
@@ -14,10 +15,15 @@ MB = 1 << 20
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_while_busy(pg_cluster_factory, tmp_path, procs, signum):
     cluster = pg_cluster_factory(wal_segsize_mb=1)
-    cluster.execute("SELECT pg_create_physical_replication_slot('busy', true)")
+    (reserved,), = cluster.execute(
+        "SELECT lsn::text FROM pg_create_physical_replication_slot('busy', true)")
     cluster.generate_wal(400 * MB)          # a backlog to catch up on
     out = tmp_path / "wal"
     out.mkdir()
+    # The backlog's first segment, empty: the start on every major (before
+    # 15 a slot's position cannot be read, and the server's is past it).
+    segno = parse_lsn(reserved) // cluster.wal_segment_size
+    (out / (cluster.segment_name(segno) + ".partial")).write_bytes(b"")
     # --synchronous makes every batch fsync: the loop is as busy as it gets.
     r = procs.walfast("-D", str(out), "-d", cluster.conninfo(), "-S", "busy", "--synchronous",
                       "-n", "-v")

@@ -11,7 +11,7 @@ import textwrap
 import pytest
 
 from helpers.pagecache import resident_bytes
-from helpers.wal_synth import PG15_MAGIC, SYSID, make_wal
+from helpers.wal_synth import MAGIC, OTHER_MAGIC, SYSID, make_wal
 from walfast import SegmentError, SegmentWriter, WalfastError, WalGapError, WalPageError
 
 MB = 1 << 20
@@ -111,7 +111,7 @@ def test_learns_magic_and_system_identifier(tmp_path):
     with writer(tmp_path) as w:
         assert (w.page_magic, w.system_identifier) == (0, 0)
         w.write(0, wal)
-        assert (w.page_magic, w.system_identifier) == (PG15_MAGIC, SYSID)
+        assert (w.page_magic, w.system_identifier) == (MAGIC, SYSID)
 
 
 def corrupt(wal, lsn, fmt, offset, value):
@@ -123,8 +123,8 @@ def corrupt(wal, lsn, fmt, offset, value):
 @pytest.mark.parametrize(
     "page, fmt, offset, value, field, kw",
     [
-        (3, "<H", 0, 0xD106, "xlp_magic", {}),
-        (0, "<H", 0, 0xD111, "xlp_magic", {"page_magic": PG15_MAGIC}),
+        (3, "<H", 0, OTHER_MAGIC, "xlp_magic", {}),                 # learned from page 0
+        (0, "<H", 0, OTHER_MAGIC, "xlp_magic", {"page_magic": MAGIC}),  # as told
         (3, "<H", 2, 0x0010, "xlp_info", {}),                      # unknown flag
         (3, "<H", 2, 0x0002, "xlp_info", {}),                      # long header mid-segment
         (0, "<H", 2, 0x0000, "xlp_info", {}),                      # no long header at offset 0

@@ -168,7 +168,7 @@ class _Session:
             how = "directory"
         else:
             lsn, timeline, how = facts.xlogpos, facts.timeline, "server position"
-            if slot is not None and facts.server_version >= 150000:
+            if slot is not None and facts.major_facts.read_replication_slot:
                 info = commands.read_replication_slot(self.conn, slot)
                 if info.restart_lsn is not None and info.restart_tli is not None:
                     lsn, timeline, how = info.restart_lsn, info.restart_tli, f'slot "{slot}"'
@@ -217,10 +217,15 @@ class _Session:
     # ---- streaming -----------------------------------------------------------------
 
     def run(self) -> ReceiveOutcome:
-        start, timeline, _ = self.choose_start()
-        log.info("starting log streaming at %s (timeline %d)", format_lsn(start), timeline)
+        start, timeline, how = self.choose_start()
         options, facts, state = self.options, self.facts, self.state
-        if options.endpos is not None and options.endpos < start:
+        past_endpos = options.endpos is not None and options.endpos < start
+        if how != "directory" and not past_endpos:
+            # A start from the server's answer is written down before it is
+            # logged and asked for, so a restart never starts later than this.
+            self.waldir.mark_start(timeline, start)
+        log.info("starting log streaming at %s (timeline %d)", format_lsn(start), timeline)
+        if past_endpos:
             # Already past the stop position: as pg_receivewal, stop before
             # START_REPLICATION, having written nothing.
             log.info("stopped log streaming at %s (timeline %d)", format_lsn(start), timeline)

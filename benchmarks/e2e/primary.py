@@ -7,8 +7,9 @@ about ``size`` bytes of WAL exist, a second switch gives a segment-aligned
 ``end``, and the base slot is advanced to ``start``.  Each run gets its own
 copy of the base slot (``pg_copy_physical_replication_slot`` copies
 ``restart_lsn``), so walfast and pg_receivewal both find ``start`` with
-READ_REPLICATION_SLOT and both stop at ``--endpos end``: the same complete
-segments, byte for byte the ones in ``pg_wal``.
+READ_REPLICATION_SLOT (before 15, which lacks it, in their directory:
+:mod:`benchmarks.e2e.receivers`) and both stop at ``--endpos end``: the same
+complete segments, byte for byte the ones in ``pg_wal``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 import lz4.frame  # type: ignore[import-untyped]
 import zstandard
 
+from walfast import majors
 from walfast.waldir.layout import STATE_DIR
 from walfast.cluster import Cluster, make_tls_files
 from walfast.lsn import format_lsn, parse_lsn, segment_file_name
@@ -87,6 +89,8 @@ class Primary:
         self.tls_dir, crt, key = make_tls_files(prefix="walfast-e2e-tls-")
         self.cluster = Cluster(bindir, wal_segsize_mb=wal_segsize_mb,
                                settings=primary_settings(size, crt, key))
+        #: What walfast.majors says of the server's (and pg_receivewal's) major.
+        self.major = majors.facts(self.cluster.major)
         try:
             self.cluster.init()
             self.cluster.start()

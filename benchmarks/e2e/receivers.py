@@ -23,6 +23,13 @@ What is measured, and how:
   streaming at`` line, and the bytes are divided by the time from that line
   to the exit.
 
+Where the server has no READ_REPLICATION_SLOT (before 15, walfast.majors)
+the run slot cannot tell a receiver where to start: the output directory
+then gets an empty ``.partial`` of the range's first segment, where both
+programs' directory scans start.  pg_receivewal before 15 takes ``-Z`` as a
+gzip level: the gzip mode is given to it as one, and the methods it lacks
+are reported unavailable without a run.
+
 The receivers run with ``-S <run slot> --endpos <end - 1>``: both stop once
 ``endpos <`` the position received, checked after each message and when a
 segment completes inside one, so ``end - 1`` (the range's last byte) makes
@@ -46,8 +53,9 @@ from pathlib import Path
 from typing import Any
 
 
-from benchmarks.e2e.primary import Primary, WalRange
-from walfast.lsn import format_lsn, parse_lsn
+from benchmarks.e2e.primary import SUFFIX, Primary, WalRange
+from walfast.cluster import tool_env
+from walfast.lsn import format_lsn, parse_lsn, segment_file_name
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,6 +69,9 @@ MODES: dict[str, tuple[list[str], str]] = {
     "gzip1": (["-Z", "gzip:1"], "gzip"),
     "zstd": (["-Z", "zstd"], "zstd"),
 }
+#: -Z values as pg_receivewal before 15 takes them (a gzip level); it has no
+#: other method (given one, atoi makes it level 0: plain files).
+Z_BEFORE_15 = {"gzip:1": "1"}
 RECEIVERS = ("walfast", "pg_receivewal")
 DISCARD = "discard"
 
@@ -199,19 +210,34 @@ def measure(run: Run, primary: Primary, rng: WalRange, workdir: Path, logdir: Pa
     failed; figures only when ok).  The output directory is checked against
     pg_wal, then removed."""
     tag = f"r{run.round}-{run.transport}-{run.mode}-{run.receiver}"
+    result: dict[str, Any] = dict(receiver=run.receiver, mode=run.mode, transport=run.transport,
+                                  round=run.round)
+    major = primary.major
+    extra, method = MODES[run.mode] if run.receiver != DISCARD else ([], "")
+    if run.receiver == "pg_receivewal" and not major.receivewal_command_line and "-Z" in extra:
+        value = extra[extra.index("-Z") + 1]
+        if value not in Z_BEFORE_15:
+            result.update(status="unavailable", error=(
+                f"pg_receivewal {major.major} has no -Z {value} (before 15 -Z takes a gzip "
+                "level: it would write plain files)"))
+            return result
+        extra = [Z_BEFORE_15[value] if x == value else x for x in extra]
     outdir = workdir / tag
     outdir.mkdir()
+    seed = None
+    if run.receiver != DISCARD and not major.read_replication_slot:
+        seed = outdir / (segment_file_name(rng.timeline, rng.start // rng.segment_size,
+                                           rng.segment_size) + SUFFIX[method] + ".partial")
+        seed.write_bytes(b"")
     slot = primary.new_run_slot()
     conninfo = primary.conninfo(run.transport)
     if run.receiver == DISCARD:
         argv = discard_argv(conninfo, slot, rng)
     else:
-        extra, _ = MODES[run.mode]
         argv = receiver_argv(run.receiver, primary.bindir, conninfo, outdir,
                              [*extra, "-S", slot, "--endpos", format_lsn(rng.end - 1)])
     stderr_path = logdir / f"{tag}.stderr"
-    result: dict[str, Any] = dict(receiver=run.receiver, mode=run.mode, transport=run.transport,
-                                  round=run.round, argv=argv)
+    result["argv"] = argv
     timed_out = threading.Event()
     try:
         with open(stderr_path, "wb") as err:
@@ -219,8 +245,10 @@ def measure(run: Run, primary: Primary, rng: WalRange, workdir: Path, logdir: Pa
             sampler.start()
             sampler.connected.wait(30)
             t0 = sampler.t0 = time.perf_counter()
+            env = clean_env() if run.receiver != "pg_receivewal" else \
+                tool_env(primary.bindir, clean_env())
             proc = subprocess.Popen(argv, stdout=err, stderr=err, stdin=subprocess.DEVNULL,
-                                    env=clean_env(), cwd=REPO_ROOT)
+                                    env=env, cwd=REPO_ROOT)
 
         def on_timeout() -> None:
             timed_out.set()
@@ -281,7 +309,7 @@ def measure(run: Run, primary: Primary, rng: WalRange, workdir: Path, logdir: Pa
             walsender_cpu_s_per_gb=None if sampler.cpu is None else round(sampler.cpu / gb, 3),
             write_bytes=write_bytes, output_bytes=output_bytes)
     else:
-        nothing = not any(outdir.iterdir())
+        nothing = all(p == seed and p.stat().st_size == 0 for p in outdir.iterdir())
         # a receiver that refuses the options (exit 1 before writing
         # anything) lacks the mode; anything else is a failure
         unavailable = (run.receiver != DISCARD and not timed_out.is_set()

@@ -210,6 +210,11 @@ def render(doc: Doc, markdown: bool = False) -> str:
     parts = [f"WAL range {rng['start']} .. {rng['end']}: {rng['bytes'] / 1e6:,.0f} MB "
              f"({rng['segments']} segments of {rng['segment_size'] // 2**20} MiB), "
              f"{doc['meta']['rounds']} round(s), {doc['meta']['date']}", ""]
+    machine = doc["meta"].get("machine", {})
+    if machine.get("postgres"):
+        # Which major: pg_receivewal is always the server's own.
+        parts[1:1] = [f"server: {machine['postgres']}; pg_receivewal: "
+                      f"{machine.get('pg_receivewal') or '?'}"]
     if smoke_note(doc):
         parts[1:1] = ["", ("**" + smoke_note(doc) + "**") if markdown else smoke_note(doc)]
     parts += [("- " if markdown else "") + line for line in limits_lines(doc)]

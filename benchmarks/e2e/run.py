@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--receivers", type=_choices((*RECEIVERS, DISCARD)),
                    default=[*RECEIVERS, DISCARD],
                    help="comma-separated subset of walfast,pg_receivewal,discard")
+    p.add_argument("--major", type=int, metavar="N",
+                   help="PostgreSQL major of the primary and of pg_receivewal (Debian's or "
+                        "scripts/fetch-postgresql's; default: PG_BINDIR, PG_MAJOR, else "
+                        "the one found first, as walfast.cluster.find_bindir)")
     p.add_argument("--wal-segsize", type=int, default=16, metavar="MB",
                    help="the primary's WAL segment size in MiB (default 16)")
     p.add_argument("--pgbench-seconds", type=int, default=20,
@@ -172,9 +176,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds < 1:
         _say("--rounds must be at least 1")
         return 2
-    bindir = find_bindir()
+    try:
+        bindir = find_bindir(major=args.major)
+    except ValueError as exc:               # PG_MAJOR, or --major, not a major
+        _say(str(exc))
+        return 2
     if bindir is None:
-        _say("PostgreSQL server binaries not found (set PG_BINDIR)")
+        if args.major is not None:
+            _say(f"PostgreSQL {args.major} not found (scripts/fetch-postgresql {args.major} "
+                 "fetches it)")
+        else:
+            _say("PostgreSQL server binaries not found (set PG_BINDIR or PG_MAJOR)")
         return 2
     args.workdir.mkdir(parents=True, exist_ok=True)
     fs = _mount_of(args.workdir)

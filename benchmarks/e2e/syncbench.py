@@ -25,6 +25,7 @@ from typing import Any
 
 from benchmarks.e2e.primary import Primary
 from benchmarks.e2e.receivers import REPO_ROOT, ack_argv, clean_env, receiver_argv
+from walfast.cluster import tool_env
 
 APP = "bench_sync"
 STANDBYS = ("none", "walfast", "pg_receivewal", "discard")
@@ -39,7 +40,7 @@ def _pgbench(primary: Primary, *args: str, timeout: float) -> str:
     argv = [str(primary.bindir / "pgbench"), "-h", str(c.socket_dir), "-p", str(c.port),
             "-U", "postgres", *args, "postgres"]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                          env=clean_env(), stdin=subprocess.DEVNULL)
+                          env=tool_env(primary.bindir, clean_env()), stdin=subprocess.DEVNULL)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
     return proc.stdout + proc.stderr
@@ -94,8 +95,10 @@ def run_one(primary: Primary, standby: str, transport: str, seconds: int, client
                 argv = receiver_argv(standby, primary.bindir, conninfo, outdir, ["--synchronous"])
             result["argv"] = argv
             with open(log, "wb") as err:
+                env = tool_env(primary.bindir, clean_env()) if standby == "pg_receivewal" \
+                    else clean_env()
                 proc = subprocess.Popen(argv, stdout=err, stderr=err, stdin=subprocess.DEVNULL,
-                                        env=clean_env(), cwd=REPO_ROOT)
+                                        env=env, cwd=REPO_ROOT)
             _wait(lambda: _sync_state(primary)[1], f"{standby} to stream and catch up", proc, log)
             _set_sync_names(primary, APP)
             _wait(lambda: _sync_state(primary)[0] == "sync", f"{standby} to be the sync standby",

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .receivers import clean_env
+from walfast.cluster import tool_env
 from walfast.waldir.layout import STATE_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,12 +48,19 @@ def write_entry_script(directory: Path, name: str = "walfast-receivewal") -> Pat
 class Program:
     """How to start one of the programs compared, and the names it prints:
     *argv0* starts getopt's complaints, *progname* the other messages,
-    *command* is what the hint calls it (``Try "COMMAND --help"``)."""
+    *command* is what the hint calls it (``Try "COMMAND --help"``);
+    *bindir*, for a PostgreSQL program, is its installation's bin directory
+    (it runs with :func:`walfast.cluster.tool_env`: its own libpq)."""
 
     name: str
     argv: tuple[str, ...]
     progname: str
     command: str
+    bindir: Path | None = None
+
+    def env(self) -> dict[str, str]:
+        """The environment it runs in: no PG* variable pointing elsewhere."""
+        return clean_env() if self.bindir is None else tool_env(self.bindir, clean_env())
 
     @property
     def argv0(self) -> str:
@@ -70,9 +78,11 @@ class Program:
         return out
 
 
-def pg_receivewal(bindir: Path) -> Program:
+def pg_receivewal(bindir: Path, name: str = "pg_receivewal") -> Program:
+    """The pg_receivewal of the installation in *bindir*; *name* tells two
+    of them apart in a test's results."""
     path = str(bindir / "pg_receivewal")
-    return Program("pg_receivewal", (path,), "pg_receivewal", "pg_receivewal")
+    return Program(name, (path,), "pg_receivewal", "pg_receivewal", bindir)
 
 
 def walfast_receivewal(script: Path) -> Program:
@@ -96,7 +106,7 @@ def run(program: Program, args: Sequence[str], *, stdin: str = "",
     """Run *program* with *args* to completion, in a new session (no
     controlling terminal: a password prompt reads stdin, as in a cron job)."""
     p = subprocess.run([*program.argv, *args], input=stdin, capture_output=True, text=True,
-                       timeout=timeout, env=clean_env(), cwd=ROOT, start_new_session=True)
+                       timeout=timeout, env=program.env(), cwd=ROOT, start_new_session=True)
     return Result(p.returncode, p.stdout, program.normalize(p.stderr))
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 
+from walfast.cluster import tool_env
 from walfast.lsn import format_lsn, parse_lsn, parse_segment_file_name, parse_wal_file_name
 
 #: WAL segment files a receiver writes: completed or ``.partial``.
@@ -50,17 +51,19 @@ class Receiver:
     """A receiver (walfast or pg_receivewal) running as a subprocess, its
     stdout and stderr going to files (never a pipe that could fill up).
     *new_session*: in a process group of its own (for a program that starts
-    the receiver itself, such as Barman)."""
+    the receiver itself, such as Barman); *env*: its environment (default
+    :func:`clean_env`)."""
 
     def __init__(self, name: str, argv: Sequence[str], logdir: Path, *,
-                 new_session: bool = False) -> None:
+                 new_session: bool = False, env: dict[str, str] | None = None) -> None:
         self.name = name
         self.argv = list(argv)
         self.stderr_path = logdir / f"{name}.stderr"
         self.stdout_path = logdir / f"{name}.stdout"
         with open(self.stderr_path, "wb") as err, open(self.stdout_path, "wb") as out:
             self.popen = subprocess.Popen(self.argv, stdout=out, stderr=err,
-                                          stdin=subprocess.DEVNULL, env=clean_env(),
+                                          stdin=subprocess.DEVNULL,
+                                          env=clean_env() if env is None else env,
                                           start_new_session=new_session)
 
     @property
@@ -297,19 +300,22 @@ class Procs:
         return self._start(name, walfast_argv(*args))
 
     def pg_receivewal(self, bindir: Path, *args: str, name: str = "pg_receivewal") -> Receiver:
-        return self._start(name, pg_receivewal_argv(bindir, *args))
+        """The pg_receivewal of *bindir*'s installation, with its own libpq."""
+        return self._start(name, pg_receivewal_argv(bindir, *args),
+                           env=tool_env(bindir, clean_env()))
 
-    def program(self, name: str, argv: Sequence[str]) -> Receiver:
+    def program(self, name: str, argv: Sequence[str],
+                env: dict[str, str] | None = None) -> Receiver:
         """Start any receiver command line (tests/compat.py's programs)."""
-        return self._start(name, list(argv))
+        return self._start(name, list(argv), env=env)
 
-    def _start(self, name: str, argv: list[str]) -> Receiver:
+    def _start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Receiver:
         taken = {r.name for r in self.started}
         unique, k = name, 1
         while unique in taken:
             k += 1
             unique = f"{name}-{k}"
-        r = Receiver(unique, argv, self.logdir)
+        r = Receiver(unique, argv, self.logdir, env=env)
         self.started.append(r)
         return r
 
@@ -318,6 +324,10 @@ class Procs:
             r.kill()
 
 
-def run_cli(argv: Sequence[str], timeout: float = 60) -> subprocess.CompletedProcess:
+def run_cli(argv: Sequence[str], timeout: float = 60, *,
+            bindir: Path | None = None) -> subprocess.CompletedProcess:
+    """Run *argv* to completion; *bindir*: a PostgreSQL program's
+    installation, whose libpq it then uses (:func:`walfast.cluster.tool_env`)."""
+    env = clean_env() if bindir is None else tool_env(bindir, clean_env())
     return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
-                          env=clean_env(), stdin=subprocess.DEVNULL)
+                          env=env, stdin=subprocess.DEVNULL)

@@ -11,6 +11,9 @@
 
 This module is deliberately plain Python written from the protocol
 description, not from walfast's code, so it can serve as a test oracle.
+The one thing it takes from walfast is the page magic, from the table of
+majors (:mod:`walfast.majors`), which tests/test_pgcluster.py checks against
+each major's real WAL.
 """
 
 from __future__ import annotations
@@ -20,8 +23,14 @@ import struct
 
 import numpy as np
 
+from walfast import majors
+
 PAGE_SIZE = 8192
-PG15_MAGIC = 0xD110
+#: The page magic of synthetic WAL: the newest tested major's (any major's
+#: would do, as long as the tests that pass ``page_magic=`` use the same).
+MAGIC = majors.TABLE[majors.NEWEST_TESTED_MAJOR].page_magic
+#: A page magic that is not :data:`MAGIC`: WAL of another tested major.
+OTHER_MAGIC = next(row.page_magic for row in majors.TABLE.values() if row.page_magic != MAGIC)
 XLP_FIRST_IS_CONTRECORD = 0x0001
 XLP_LONG_HEADER = 0x0002
 SYSID = 7312345678901234567
@@ -30,7 +39,7 @@ MAX_SEND_SIZE = 16 * PAGE_SIZE
 
 def page_header(
     lsn: int, *, segment_size: int, timeline: int = 1, sysid: int = SYSID,
-    magic: int = PG15_MAGIC, page_size: int = PAGE_SIZE, info: int = 0,
+    magic: int = MAGIC, page_size: int = PAGE_SIZE, info: int = 0,
 ) -> bytes:
     """The header of the page starting at *lsn* (native = little-endian)."""
     if lsn % segment_size == 0:
@@ -43,7 +52,7 @@ def page_header(
 
 def make_wal(
     start: int, nbytes: int, *, segment_size: int, timeline: int = 1, sysid: int = SYSID,
-    magic: int = PG15_MAGIC, page_size: int = PAGE_SIZE, seed: int = 0,
+    magic: int = MAGIC, page_size: int = PAGE_SIZE, seed: int = 0,
 ) -> bytes:
     """WAL bytes for [start, start + nbytes) with valid page headers."""
     first_page = start - start % page_size

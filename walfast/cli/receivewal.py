@@ -22,7 +22,7 @@ The order of checks is pg_receivewal.c's ``main()``:
 
 Deliberate differences from pg_receivewal: ``-Z zstd`` is accepted; the
 first line of ``--version`` names walfast after the PostgreSQL version it
-stands for (:data:`NEWEST_SERVER_MAJOR`); ``--help`` ends with walfast's lines
+stands for (:data:`walfast.majors.NEWEST_TESTED_MAJOR`); ``--help`` ends with walfast's lines
 instead of PostgreSQL's bug-report address.
 
 Exit status: 0 after ``--help``/``--version``, a slot action, SIGINT/SIGTERM
@@ -44,7 +44,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from walfast import __version__
+from walfast import __version__, majors
 from walfast.cli.compress_option import parse_compress_option
 from walfast.cli.usage import UsageError, parse_size, print_usage_error
 from walfast.errors import ServerRefusedError, WalfastError, describe, libpq_error_text
@@ -58,7 +58,6 @@ if TYPE_CHECKING:
 # made (run()), so --help, --version and usage errors start fast.
 
 __all__ = [
-    "NEWEST_SERVER_MAJOR",
     "Frontend",
     "RECEIVE_FRONTEND",
     "ReceiveWalArgs",
@@ -70,15 +69,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("walfast")
-
-#: The PostgreSQL major version ``walfast-receivewal --version`` reports
-#: (``pg_receivewal (PostgreSQL) 18.0 (walfast ...)``): the newest server
-#: major walfast is tested against.  walfast itself refuses no newer server
-#: (:func:`walfast.replication.commands.check_server_version` sets no upper bound), but
-#: tools such as Barman require a pg_receivewal at least as new as the server
-#: and read the version from this line; say 18 until a newer major is tested.
-NEWEST_SERVER_MAJOR = 18
-
 
 # --------------------------------------------------------------------------- #
 # the option table and glibc's getopt_long
@@ -403,8 +393,12 @@ class Frontend:
         progname = os.path.basename(argv0)
         if not progname or progname.endswith(".py"):  # python -m walfast.cli.receivewal
             argv0 = progname = "walfast-receivewal"
+        # The newest major walfast is tested against: walfast itself
+        # refuses no newer server (commands.check_server_version sets no
+        # upper bound), but tools such as Barman require a pg_receivewal at
+        # least as new as the server and read the version from this line.
         return cls(argv0=argv0, progname=progname, command=progname,
-                   version_line=(f"pg_receivewal (PostgreSQL) {NEWEST_SERVER_MAJOR}.0 "
+                   version_line=(f"pg_receivewal (PostgreSQL) {majors.NEWEST_TESTED_MAJOR}.0 "
                                  f"(walfast {__version__})"),
                    application_name=progname)
 

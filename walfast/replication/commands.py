@@ -38,6 +38,7 @@ from typing import Any
 import psycopg
 from psycopg import pq
 
+from walfast import majors
 from walfast.errors import (
     ConnectionLostError, ProtocolError, ServerMismatchError, ServerRefusedError, WalfastError,
 )
@@ -77,13 +78,6 @@ __all__ = [
 
 logger = get_logger(__name__)
 
-#: ``SHOW wal_segment_size`` needs a PostgreSQL 10 walsender.
-MIN_SERVER_VERSION = 100000
-#: ``data_directory_mode`` (group access) exists from PostgreSQL 11.
-_MIN_VERSION_GROUP_ACCESS = 110000
-#: ``READ_REPLICATION_SLOT`` and the parenthesised option syntax: PostgreSQL 15.
-_MIN_VERSION_READ_SLOT = 150000
-_MIN_VERSION_NEW_OPTION_SYNTAX = 150000
 
 #: PostgreSQL's memory units (guc.c ``memory_unit_conversion_table``, bytes).
 _SIZE_UNITS = {"": 1, "B": 1, "kB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
@@ -154,7 +148,13 @@ class ServerFacts:
     @property
     def major(self) -> int:
         """The server's major version (``18`` for ``180001``)."""
-        return self.server_version // 10000
+        return majors.major_of(self.server_version)
+
+    @property
+    def major_facts(self) -> majors.MajorFacts:
+        """What walfast knows of the server's major (:func:`walfast.majors.facts`):
+        its page magic, which commands it has."""
+        return majors.facts(self.major)
 
 
 # --------------------------------------------------------------------------- #
@@ -259,22 +259,27 @@ def check_physical(info: SystemInfo, slot: str | None) -> None:
         "physical replication connection, replication=true)")
 
 
+def _server_major(conn: psycopg.Connection[Any]) -> majors.MajorFacts:
+    return majors.facts(majors.major_of(conn.info.server_version))
+
+
 def check_server_version(conn: psycopg.Connection[Any]) -> None:
-    """Require a server of PostgreSQL 10 or later.
+    """Require a server of :data:`walfast.majors.OLDEST_SERVER_MAJOR` or later.
 
     walfast needs ``SHOW wal_segment_size`` on the replication connection,
     which PostgreSQL 10 added.  Unlike pg_receivewal, which also refuses
     servers of a newer major version than its own, walfast sets **no upper
     bound**: the physical replication protocol and WAL file naming have been
     stable since 9.3, and page-level checks take their parameters from the
-    server.
+    server (a major newer than :data:`walfast.majors.TABLE`: the page magic
+    is learned from the first page).
     """
-    if conn.info.server_version >= MIN_SERVER_VERSION:
+    if majors.major_of(conn.info.server_version) >= majors.OLDEST_SERVER_MAJOR:
         return
     shown = conn.info.parameter_status("server_version") or "'unknown'"
     raise ServerMismatchError(
         f"incompatible server version {shown}; client does not support "
-        "streaming from server versions older than 10")
+        f"streaming from server versions older than {majors.OLDEST_SERVER_MAJOR}")
 
 
 def parse_wal_segment_size(text: str) -> int:
@@ -330,11 +335,11 @@ def wal_block_size(conn: psycopg.Connection[Any]) -> int:
 def data_directory_mode(conn: psycopg.Connection[Any]) -> int | None:
     """The server's data directory permissions (``SHOW data_directory_mode``).
 
-    ``None`` for servers older than 11, which have no such setting (their data
+    ``None`` for a server without that setting (before 11: its data
     directory is always owner-only).  The value is octal text (``0700`` or
     ``0750``).
     """
-    if conn.info.server_version < _MIN_VERSION_GROUP_ACCESS:
+    if not _server_major(conn).data_directory_mode:
         return None
     text = _show(conn, "data_directory_mode")
     try:
@@ -442,12 +447,14 @@ def read_replication_slot(conn: psycopg.Connection[Any], slot: str) -> SlotInfo:
 
     Errors (:class:`~walfast.errors.ServerRefusedError`), worded as pg_receivewal's:
     ``replication slot "%s" does not exist``, ``expected a physical
-    replication slot, got type "%s" instead``; a server older than 15 is
-    refused before anything is sent.
+    replication slot, got type "%s" instead``; a server without the command
+    (:attr:`walfast.majors.MajorFacts.read_replication_slot`) is refused
+    before anything is sent.
     """
-    if conn.info.server_version < _MIN_VERSION_READ_SLOT:
+    if not _server_major(conn).read_replication_slot:
         raise ServerMismatchError(
-            f"READ_REPLICATION_SLOT needs PostgreSQL 15 or later; server version "
+            f"READ_REPLICATION_SLOT needs PostgreSQL "
+            f"{majors.first_major_with('read_replication_slot')} or later; server version "
             f"is {conn.info.parameter_status('server_version') or 'unknown'}")
     rows, names = _execute(conn, f"READ_REPLICATION_SLOT {quote_ident(slot)}")
     _check_shape(rows, names, f'could not read replication slot "{slot}"', 1, 3)
@@ -477,13 +484,15 @@ def create_replication_slot_command(
     pg_receivewal's ``CreateReplicationSlot`` builds it.
 
     ``CREATE_REPLICATION_SLOT "slot" PHYSICAL``, plus ``(RESERVE_WAL)`` for a
-    PostgreSQL 15+ server or `` RESERVE_WAL`` (the older keyword syntax) for
-    older ones when *reserve_wal*; an empty option list is left out, as
-    pg_receivewal leaves it out.
+    server that takes the parenthesised option list (15+,
+    :attr:`walfast.majors.MajorFacts.parenthesised_slot_options`) or
+    `` RESERVE_WAL`` (the older keyword syntax) for older ones when
+    *reserve_wal*; an empty option list is left out, as pg_receivewal leaves
+    it out.
     """
     command = f"CREATE_REPLICATION_SLOT {quote_ident(slot)} PHYSICAL"
     if reserve_wal:
-        if server_version >= _MIN_VERSION_NEW_OPTION_SYNTAX:
+        if majors.facts(majors.major_of(server_version)).parenthesised_slot_options:
             command += " (RESERVE_WAL)"
         else:
             command += " RESERVE_WAL"

@@ -11,7 +11,8 @@ output directory goes through here.
 * before anything is written on a connection: whose WAL the directory holds
   (identity) and which files may hold bytes of an earlier boot
   (:meth:`WalDirectory.open`);
-* where streaming resumes (:meth:`WalDirectory.find_start`);
+* where streaming resumes (:meth:`WalDirectory.find_start`), and the
+  start recorded before streaming (:meth:`WalDirectory.mark_start`);
 * timeline history files (:meth:`WalDirectory.write_history`);
 * the segment output for one timeline: the engine's writer, plain or
   compressed with its worker (:meth:`WalDirectory.open_output`).
@@ -33,7 +34,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from walfast.errors import ServerMismatchError
-from walfast.lsn import history_file_name
+from walfast.lsn import history_file_name, parse_wal_file_name, segment_file_name
 from walfast.waldir import identity, layout, resume, scan
 from walfast.waldir.codecs import CompressionSpec
 from walfast.waldir.durable import StrPath, write_file_durably
@@ -134,6 +135,36 @@ class WalDirectory:
             page_size=facts.block_size, system_identifier=facts.system_identifier,
             untrusted_through=self._untrusted_through), timeline
 
+    def mark_start(self, timeline: int, start_lsn: int) -> Path | None:
+        """Record in the directory where streaming starts, before anything
+        is streamed: create the start segment's ``.partial``, empty and
+        named as the output will name it, unless a file of that segment is
+        already there.  Returns its path, or None when nothing was created.
+
+        For a start that did not come from the directory (it held no WAL):
+        then the start is the slot's position or the server's current one,
+        which moves on (before PostgreSQL 15 the server cannot say where a
+        slot stands, so it is the server's position even with a slot).  A
+        receiver killed after choosing it and before writing its first
+        file would start later on the next run and skip the WAL between;
+        pg_receivewal, which starts faster, was rarely caught there, walfast
+        was.  With the file here the next run's scan (walfast's or
+        pg_receivewal's) starts at this segment: both treat an empty
+        ``.partial`` as a new segment, as Barman's ``receive-wal --reset``
+        relies on.  Created durably (file and directory fsynced) unless
+        ``--no-sync``.
+        """
+        facts = self.facts
+        base = segment_file_name(timeline, start_lsn // facts.segment_size, facts.segment_size)
+        with os.scandir(self.path) as entries:
+            for entry in entries:
+                found = parse_wal_file_name(entry.name)
+                if found is not None and found.base == base:
+                    return None
+        suffix = self.compression.suffix if self.compression is not None else ""
+        return write_file_durably(self.path, base + suffix + ".partial", b"", sync=self.sync,
+                                  mode=facts.file_mode)
+
     def distrust_partials(self) -> None:
         """From now on, resume ``.partial`` files from their segment start, as
         pg_receivewal does: after a failed write or sync the page cache may
@@ -159,6 +190,11 @@ class WalDirectory:
         files, or with ``-Z`` a queue drained by a compressing worker thread
         (:mod:`.compressor`).  *zero_fill* (``--synchronous``) zero-fills new
         files before WAL lands in them; *stop_lsn* is ``--endpos``.
+
+        Every page must carry the page magic of the server's major
+        (:mod:`walfast.majors`): WAL of another major is refused before its
+        first page is written.  For a major not in the table the writer
+        learns the magic from the first page (0).
         """
         from walfast import _core
 
@@ -174,6 +210,7 @@ class WalDirectory:
         writer = _core.SegmentWriter(
             self.path, timeline=timeline, start_lsn=start_lsn,
             segment_size=facts.segment_size, system_identifier=facts.system_identifier,
+            page_magic=facts.major_facts.page_magic,
             page_size=facts.block_size, sync=self.sync, file_mode=facts.file_mode,
             sink=sink, sink_suffix=spec.suffix if spec is not None else "")
         if stop_lsn is not None:

@@ -37,7 +37,7 @@ from walfast.monitor.check.items import (
     check_slot, check_wal_senders,
 )
 from walfast.monitor.check.probes import (
-    INACTIVE_SINCE_VERSION, DiskUsage, ReplicationProbe, RoleRow, SendersRow, SlotRow,
+    DiskUsage, ReplicationProbe, RoleRow, SendersRow, SlotRow,
     SqlProbe, _slot_row, disk_usage, idle_timeout_query, probe_replication, probe_sql,
     slot_query,
 )
@@ -46,7 +46,7 @@ from walfast.monitor.check.results import (
 )
 
 __all__ = [
-    "INACTIVE_SINCE_VERSION", "CheckOptions", "CheckResult", "DiskUsage", "ReplicationProbe",
+    "CheckOptions", "CheckResult", "DiskUsage", "ReplicationProbe",
     "RoleRow", "SendersRow", "SizeLimit", "SlotRow", "SqlProbe", "Status", "Thresholds",
     "check_behind", "check_connection", "check_directory", "check_disk", "check_receiver",
     "check_role", "check_slot", "check_wal_senders", "disk_usage", "format_report",

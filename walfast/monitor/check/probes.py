@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from walfast import majors
 from walfast.errors import WalfastError
 from walfast.lsn import parse_lsn
 from walfast.monitor.check.results import libpq_message, one_line
@@ -117,11 +118,11 @@ class SqlProbe:
 
 
 # Version-dependent SQL: every column that not every supported server has,
-# in one place.  PostgreSQL 13 added wal_status and safe_wal_size; 17
-# inactive_since and invalidation_reason; 18 idle_replication_slot_timeout.
-WAL_STATUS_VERSION = 130000
-INACTIVE_SINCE_VERSION = 170000
-IDLE_TIMEOUT_VERSION = 180000
+# in one place; which major has which is walfast.majors' table (13 added
+# wal_status and safe_wal_size; 17 inactive_since and invalidation_reason;
+# 18 idle_replication_slot_timeout).
+def _major(server_version: int) -> majors.MajorFacts:
+    return majors.facts(majors.major_of(server_version))
 
 
 def slot_query(server_version: int) -> str:
@@ -130,11 +131,11 @@ def slot_query(server_version: int) -> str:
     server has none, joined with ``pg_stat_replication`` for the holder.
     One parameter: the slot name."""
     cols = ["s.slot_name", "s.slot_type", "s.active", "s.active_pid", "s.restart_lsn::text"]
-    if server_version >= WAL_STATUS_VERSION:
+    if _major(server_version).slot_wal_status:
         cols += ["s.wal_status", "s.safe_wal_size"]
     else:
         cols += ["NULL::text", "NULL::bigint"]
-    if server_version >= INACTIVE_SINCE_VERSION:
+    if _major(server_version).slot_inactive_since:
         cols += ["s.inactive_since::text",
                  "extract(epoch FROM now() - s.inactive_since)::float8",
                  "s.invalidation_reason"]
@@ -150,7 +151,7 @@ def slot_query(server_version: int) -> str:
 def idle_timeout_query(server_version: int) -> str | None:
     """``idle_replication_slot_timeout`` in seconds, whatever its unit
     (PostgreSQL 18+); None for an older server."""
-    if server_version < IDLE_TIMEOUT_VERSION:
+    if not _major(server_version).idle_replication_slot_timeout:
         return None
     return ("SELECT setting::float8 * CASE unit WHEN 'ms' THEN 0.001 WHEN 's' THEN 1 "
             "WHEN 'min' THEN 60 WHEN 'h' THEN 3600 WHEN 'd' THEN 86400 ELSE 1 END "
