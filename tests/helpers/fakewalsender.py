@@ -53,13 +53,23 @@ A :class:`Scenario` says, for one connection, everything the server does:
 
 What the client did is kept in a :class:`ConnectionRecord` per connection
 (:attr:`FakeWalsender.records`): the startup parameters, every query, the
-bytes each stream sent after CopyBothResponse (what a reference receiver
-replays), every standby status update (:class:`StatusUpdate`) and hot
+bytes each COPY sent after CopyBothResponse (:class:`CopyRecord`: what a
+reference receiver replays), every standby status update (:class:`StatusUpdate`) and hot
 standby feedback, CopyDone and Terminate.
 
 Every wait is bounded (:attr:`Scenario.max_seconds`, :attr:`Linger.timeout`,
 ...): a client that hangs is the test's to detect, never a reason for the
 server to hang.
+
+One caveat, from psycopg: ``PGconn.get_result()`` and blocking
+``get_copy_data(0)`` wait inside libpq *holding the GIL*, so a client that
+calls them (``walfast.replication.commands.start_replication``,
+``end_copy``, anything that streams) cannot run in the process that runs
+this server's threads: it would wait for an answer the server thread cannot
+give.  Run such a client in another process (``walfast receive`` as a
+subprocess, or :class:`helpers.walfuzz.InprocWorker`); commands run through
+a cursor (``IDENTIFY_SYSTEM``, ``SHOW``...) wait with the GIL released and
+are fine in-process.
 
 Usage::
 
@@ -86,12 +96,13 @@ from dataclasses import dataclass, field
 from typing import Union
 
 __all__ = [
-    "AwaitStatus", "Close", "Column", "CommandOK", "ConnectionRecord", "CopyData",
+    "AwaitStatus", "Close", "Column", "CommandOK", "ConnectionRecord", "CopyData", "CopyRecord",
     "DEFAULT_PARAMETERS", "EndCopy", "INT4OID", "INT8OID", "TEXTOID", "Error", "FakeWalsender", "HotStandbyFeedback", "Linger",
     "Raw", "ResultSet", "Scenario", "StatusUpdate", "Stream", "command_key",
     "command_complete", "copy_data", "data_row", "error_response", "frame",
     "next_timeline_result", "notice_response", "parameter_status", "parse_start_replication",
-    "ready_for_query", "row_description",
+    "ready_for_query", "row_description", "history_result", "identify_system_result",
+    "read_slot_result", "show_result", "standard_replies",
 ]
 
 # Type OIDs of the columns a walsender sends.
@@ -278,10 +289,11 @@ class CopyData:
 
 @dataclass
 class AwaitStatus:
-    """Wait until the client has sent *count* more standby status updates
-    (or ended the COPY, or gone away), at most *timeout* seconds.  Used after
-    a keepalive that asks for a reply, so that the reply shows where the
-    client stood at that point of the stream."""
+    """Wait until the client has sent *count* standby status updates since
+    the last message sent before this action (or ended the COPY, or gone
+    away), at most *timeout* seconds.  Used after a keepalive that asks for
+    a reply, so that the reply shows where the client stood at that point of
+    the stream."""
 
     count: int = 1
     timeout: float = 5.0
@@ -380,6 +392,54 @@ def next_timeline_result(next_tli: int | str | bytes | None,
                      [(next_tli, startpos)], tag=tag)
 
 
+def identify_system_result(systemid: object, timeline: object, xlogpos: object,
+                           dbname: object = None) -> ResultSet:
+    """IDENTIFY_SYSTEM's row as a walsender sends it (any values: text,
+    None for NULL)."""
+    return ResultSet([Column("systemid"), Column("timeline", INT8OID), Column("xlogpos"),
+                      Column("dbname")], [(systemid, timeline, xlogpos, dbname)],
+                     tag="IDENTIFY_SYSTEM")
+
+
+def show_result(name: str, value: object) -> ResultSet:
+    """``SHOW name``'s one-column row."""
+    return ResultSet([Column(name)], [(value,)], tag="SHOW")
+
+
+def read_slot_result(slot_type: object, restart_lsn: object, restart_tli: object) -> ResultSet:
+    """READ_REPLICATION_SLOT's row (``slot_type`` None: no such slot)."""
+    return ResultSet([Column("slot_type"), Column("restart_lsn"),
+                      Column("restart_tli", INT8OID)], [(slot_type, restart_lsn, restart_tli)],
+                     tag="READ_REPLICATION_SLOT")
+
+
+def history_result(timeline: int, content: bytes | str) -> ResultSet:
+    """TIMELINE_HISTORY's row: the file name, the content (text)."""
+    return ResultSet([Column("filename"), Column("content")],
+                     [(f"{timeline:08X}.history", content)], tag="TIMELINE_HISTORY")
+
+
+def standard_replies(*, system_identifier: int, timeline: int, xlogpos: int,
+                     segment_size: str = "16MB", block_size: str = "8192",
+                     data_directory_mode: str = "0700",
+                     slot: tuple[int, int] | None = None) -> dict[str, Reply]:
+    """The replies of a healthy PostgreSQL 15 walsender: IDENTIFY_SYSTEM,
+    the three SHOWs a receiver asks for and, with *slot* ``(restart_lsn,
+    restart_tli)``, READ_REPLICATION_SLOT.  A test starts from these and
+    replaces what it wants broken."""
+    replies: dict[str, Reply] = {
+        "IDENTIFY_SYSTEM": identify_system_result(str(system_identifier), str(timeline),
+                                                  _fmt_lsn(xlogpos)),
+        "SHOW wal_segment_size": show_result("wal_segment_size", segment_size),
+        "SHOW wal_block_size": show_result("wal_block_size", block_size),
+        "SHOW data_directory_mode": show_result("data_directory_mode", data_directory_mode),
+    }
+    if slot is not None:
+        replies["READ_REPLICATION_SLOT"] = read_slot_result(
+            "physical", _fmt_lsn(slot[0]), str(slot[1]))
+    return replies
+
+
 # --------------------------------------------------------------------------- #
 # what the client did
 # --------------------------------------------------------------------------- #
@@ -404,6 +464,19 @@ class HotStandbyFeedback:
 
 
 @dataclass
+class CopyRecord:
+    """One COPY: the START_REPLICATION number *stream* on its connection
+    (the same number as in :attr:`StatusUpdate.stream`; a START_REPLICATION
+    refused or answered without a COPY takes a number too), its query, and
+    every byte sent after CopyBothResponse (what a reference receiver
+    replays)."""
+
+    stream: int
+    query: str
+    sent: bytearray
+
+
+@dataclass
 class ConnectionRecord:
     """What happened on one connection (filled while it runs; complete once
     :attr:`done` is set)."""
@@ -411,8 +484,8 @@ class ConnectionRecord:
     scenario: str = ""
     startup: dict[str, str] = field(default_factory=dict)
     queries: list[str] = field(default_factory=list)
-    #: per START_REPLICATION: (the query, the bytes sent after CopyBothResponse)
-    streams: list[tuple[str, bytearray]] = field(default_factory=list)
+    #: the COPYs (START_REPLICATIONs answered with CopyBothResponse)
+    copies: list[CopyRecord] = field(default_factory=list)
     status_updates: list[StatusUpdate] = field(default_factory=list)
     feedback: list[HotStandbyFeedback] = field(default_factory=list)
     #: CopyData payloads from the client that are neither 'r' nor 'h'
@@ -496,6 +569,9 @@ class _Connection:
         self.nstream = -1               # index of the current START_REPLICATION
         self.stream_out: bytearray | None = None   # where sent COPY bytes are recorded
         self.stream: Stream | None = None           # the COPY in progress
+        #: status updates received before the last message was sent
+        #: (AwaitStatus counts from there: a reply may be in before it starts)
+        self.updates_at_send = 0
         self.closed = False
 
     # ---- sending ---------------------------------------------------------------
@@ -814,7 +890,7 @@ class _Connection:
             return
         self.send(copy_both_response())
         out = bytearray()
-        self.record.streams.append((query, out))
+        self.record.copies.append(CopyRecord(self.nstream, query, out))
         self.stream_out, self.stream = out, stream
         try:
             ended = self._run_actions(stream.actions)
@@ -839,11 +915,13 @@ class _Connection:
                 self._answer_client_copy_done()
                 return True
             if isinstance(action, CopyData):
+                self.updates_at_send = len(rec.status_updates)
                 self.send(copy_data(action.payload))
             elif isinstance(action, Raw):
+                self.updates_at_send = len(rec.status_updates)
                 self.send(action.data)
             elif isinstance(action, AwaitStatus):
-                want = len(rec.status_updates) + action.count
+                want = self.updates_at_send + action.count
                 end = time.monotonic() + action.timeout
                 while (len(rec.status_updates) < want and not rec.client_copy_done
                        and time.monotonic() < end):
