@@ -226,7 +226,9 @@ class FuzzCase:
             args += ["-E", _fmt(d.endpos)]
         return args
 
-    def describe(self) -> str:
+    def describe(self, messages: bool = False) -> str:
+        """The case in words; with *messages*, every message of every
+        stream too (what the server sends, in order)."""
         d = self.draft
         lines = [f"seed {self.seed} case {self.case}: ending {d.ending}, "
                  f"mutations: {'; '.join(self.mutations) or 'none (a valid stream)'}"]
@@ -237,7 +239,33 @@ class FuzzCase:
             nw = sum(1 for m in s.msgs if m.kind == "w")
             lines.append(f"  stream {i}: timeline {s.timeline}, WAL {_fmt(s.start)}..{_fmt(s.wal_end)}"
                          f" in {nw} XLogData, {len(s.msgs) - nw} other; end {s.end!r:.120}")
+            if s.reply is not None:
+                lines.append(f"    START_REPLICATION answered with {s.reply!r:.200}")
+            if s.cut_after is not None:
+                lines.append(f"    connection {'reset' if s.cut_reset else 'closed'} after "
+                             f"{s.cut_after} bytes of COPY")
+            for j, m in enumerate(s.msgs if messages else []):
+                lines.append(f"    {j:4d} {_describe_msg(s, m)}")
+        if messages:
+            for key, reply in d.replies.items():
+                lines.append(f"  {key}: {reply!r:.200}")
         return "\n".join(lines)
+
+
+def _describe_msg(s: StreamDraft, m: Msg) -> str:
+    if m.kind == "w":
+        ds = m.src if m.data_start is None else m.data_start
+        we = "" if m.wal_end is None else f" walEnd {m.wal_end:#x}"
+        return (f"XLogData dataStart {_fmt(ds)}{'' if ds == m.src else f' (bytes of {_fmt(m.src)})'}"
+                f" {m.length} bytes{we}")
+    if m.kind == "k":
+        return f"keepalive walEnd {m.wal_end:#x}{' reply requested' if m.reply else ''}"
+    a = m.action
+    if isinstance(a, CopyData):
+        return f"CopyData {a.payload[:24]!r} ({len(a.payload)} bytes)"
+    if isinstance(a, Raw):
+        return f"raw bytes {a.data[:24]!r} ({len(a.data)} bytes)"
+    return repr(a)
 
 
 def _fmt(lsn: int) -> str:
