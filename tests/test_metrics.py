@@ -126,3 +126,27 @@ def test_metrics_agree_with_the_state(pg_cluster, tmp_path, procs):
     assert SECRET not in r.stderr()
     with pytest.raises(OSError):
         scrape(port)                      # the endpoint stopped with the receiver
+
+
+def test_silent_or_paused_lag_is_nan_never_zero(tmp_path):
+    """While the server is silent (or receiving is paused) the lag cannot be
+    told: the metrics say NaN, and how long since the last message."""
+    import math
+
+    from walfast import pg_time_now
+
+    state = P.create_state(tmp_path)
+    server = MetricsServer("0", tmp_path)
+    try:
+        state.publish(written_lsn=100, latest_end_lsn=100, last_msg_receipt_time=pg_time_now())
+        state.update(state=P.STREAMING)
+        m = scrape(server.port)
+        assert m[f"{PREFIX}_lag_bytes"] == 0 and 0 <= m[f"{PREFIX}_silence_seconds"] < 5
+        for value in (P.SILENT, P.PAUSED):
+            state.update(state=value)
+            m = scrape(server.port)
+            assert math.isnan(m[f"{PREFIX}_lag_bytes"]) and math.isnan(m[f"{PREFIX}_lag_seconds"])
+            assert m[f"{PREFIX}_status{{{PREFIX}_status={P.STATES[value]}}}"] == 1
+    finally:
+        server.close()
+        state.close()

@@ -163,6 +163,47 @@ def test_wrong_page_header(tmp_path, page, fmt, offset, value, field, kw):
     assert data[page * P:] == bytes(MB - page * P)
 
 
+@pytest.mark.parametrize("page, offset, value, field", [
+    (3, 8, 2 * P, "xlp_pageaddr"),      # the last field of a short header that is checked
+    (0, 36, 4096, "xlp_xlog_blcksz"),   # the last field of a long header
+])
+def test_bad_header_split_across_messages_writes_no_byte_of_it(tmp_path, page, offset,
+                                                              value, field):
+    """A header cut by the end of a message waits for its rest: when the
+    rest makes it fail, not one of its bytes was written, wherever the cut
+    fell (every offset inside the header)."""
+    wal = make_wal(0, 6 * P, segment_size=MB)
+    bad = corrupt(wal, page * P, "<Q" if field == "xlp_pageaddr" else "<I", offset, value)
+    need = 40 if page == 0 else 20
+    for cut in range(1, need):
+        d = tmp_path / f"cut{cut}"
+        d.mkdir()
+        w = writer(d)
+        split = page * P + cut
+        w.write(0, bad[:split])
+        assert w.flush() == page * P
+        with pytest.raises(WalPageError) as ei:
+            w.write(split, bad[split:])
+        assert ei.value.field == field and ei.value.lsn == page * P
+        w.close()
+        data = read(d, "000000010000000000000000.partial")
+        assert data[:page * P] == bad[:page * P]
+        assert data[page * P:] == bytes(MB - page * P), f"cut at {cut}: header bytes written"
+
+
+def test_good_header_split_across_messages_is_written_whole(tmp_path):
+    wal = make_wal(0, 4 * P, segment_size=MB)
+    for cut in (1, 19, 20, 39):
+        d = tmp_path / f"cut{cut}"
+        d.mkdir()
+        w = writer(d)
+        split = 2 * P + cut
+        w.write(0, wal[:split])
+        w.write(split, wal[split:])
+        w.close()
+        assert read(d, "000000010000000000000000.partial")[:4 * P] == wal
+
+
 def test_long_header_checked_at_every_segment_start(tmp_path):
     wal = make_wal(0, MB + 2 * P, segment_size=MB)
     bad = corrupt(wal, MB, "<Q", 24, 42)

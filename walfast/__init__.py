@@ -19,13 +19,13 @@ connect/receive/send API.  The packages show the architecture:
 Importing :mod:`walfast` loads none of them: the names below are resolved on
 first use, so ``walfast --version`` or ``walfast status`` start without
 psycopg or the compression libraries.  The library configures no logging
-handlers: it logs to the ``walfast`` logger and leaves the rest to the caller.
+handlers: it logs to the ``walfast`` logger and leaves the rest to the caller
+(:mod:`walfast.log`).
 """
 
 from __future__ import annotations
 
 import importlib
-import logging as _logging
 from typing import TYPE_CHECKING, Any
 
 from walfast._version import __version__
@@ -38,8 +38,6 @@ if TYPE_CHECKING:
     )
     from walfast.lsn import format_lsn, parse_lsn
     from walfast.stream import ReceiveOutcome, StreamOptions, receive_to_directory
-
-_logging.getLogger("walfast").addHandler(_logging.NullHandler())
 
 #: Public name -> the module that defines it.
 _EXPORTS = {

@@ -7,7 +7,18 @@
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset, strlen
 from libc.stdio cimport snprintf
-from libc.errno cimport EINTR, EINVAL, ENOENT, ENOSPC, errno
+from libc.errno cimport EDQUOT, EINTR, EINVAL, ENOENT, ENOSPC, errno
+
+cdef extern from "<sys/statvfs.h>" nogil:
+    cdef struct statvfs:
+        unsigned long f_frsize
+        unsigned long f_bavail
+    int fstatvfs(int fd, statvfs *buf)
+
+# A sink, writer or parser that cannot go on for now (the disk is full):
+# nothing was lost, the caller tries again later with the same bytes.
+cdef enum:
+    BLOCKED = -2
 from posix.types cimport off_t
 
 cdef extern from "<fcntl.h>" nogil:

@@ -113,6 +113,8 @@ cdef class ChunkQueue(WalSink):
     cdef uint32_t _ready          # committed, not yet handed out
     cdef uint32_t _max_used
     cdef uint64_t _waits          # times the producer had to wait for a free slot
+    cdef bint _producer_waiting   # the receive loop waits for a free slot (eventfd it)
+    cdef uint32_t _room_needed    # the free slots it waits for
     # Published by the worker.
     cdef uint64_t _flushed
     cdef uint64_t _completed
@@ -175,6 +177,37 @@ cdef class ChunkQueue(WalSink):
     cdef inline void _wake(self) noexcept nogil:
         # Caller holds _mu.
         pthread_cond_broadcast(&self._cond)
+
+    cdef bint _room(self, size_t n) noexcept nogil:
+        """Free slots for n more bytes plus one (a segment end or a sync
+        request may need an empty chunk).  When there are not, the producer
+        is told through the eventfd once the worker frees a chunk, so the
+        receive loop can wait in poll(), where signals and timers reach it,
+        instead of on the condition variable."""
+        cdef size_t have = (self._size - self._slot.length) if self._slot != NULL else 0
+        cdef uint32_t need = 1
+        cdef bint ok
+        if n > have:
+            need += <uint32_t>((n - have + self._size - 1) // self._size)
+        if need > self._n - (1 if self._slot != NULL else 0):
+            # A message larger than the whole queue (tiny test queues): every
+            # slot but the one being filled free is the most there can be;
+            # the rest fills as the worker empties it.
+            need = self._n - (1 if self._slot != NULL else 0)
+        pthread_mutex_lock(&self._mu)
+        ok = self._failed or self._n - self._used >= need
+        if not ok:
+            self._waits += 1
+            self._producer_waiting = True
+            self._room_needed = need
+        pthread_mutex_unlock(&self._mu)
+        return ok
+
+    cdef void _wait_room(self) noexcept nogil:
+        pthread_mutex_lock(&self._mu)
+        while not self._failed and self._n - self._used < self._room_needed:
+            pthread_cond_wait(&self._cond, &self._mu)
+        pthread_mutex_unlock(&self._mu)
 
     cdef ChunkSlot *_acquire(self, uint64_t lsn) noexcept nogil:
         """A free slot to fill from *lsn* on; waits while none is free.
@@ -359,11 +392,16 @@ cdef class ChunkQueue(WalSink):
     def release(self, uint32_t slot):
         """The worker is done with the chunk's bytes: the slot is free again.
         Chunks are released in the order :meth:`get` handed them out."""
+        cdef bint tell
         with nogil:
             pthread_mutex_lock(&self._mu)
             self._used -= 1
             self._wake()
+            tell = self._producer_waiting
+            self._producer_waiting = False
             pthread_mutex_unlock(&self._mu)
+            if tell:
+                self._signal_eventfd()
 
     def publish(self, *, flushed=None, completed_end=None, finished=False):
         """Make the worker's progress visible to the receive loop and wake it:

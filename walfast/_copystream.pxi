@@ -84,6 +84,11 @@ def load_libpq(path):
     return _pq.lib_version()
 
 
+#: While paused (the disk is full), how often the blocked write is tried
+#: again, and how often a status update goes out unasked.
+cdef int64_t PAUSED_RETRY_US = 1000000
+cdef int64_t PAUSED_STATUS_US = 10000000
+
 # What ended a run.
 cdef enum StreamEvent:
     EV_NONE = -1          # (internal) nothing yet: go on
@@ -93,11 +98,13 @@ cdef enum StreamEvent:
     EV_STOP_REACHED = 3   # the writer's stop position (--endpos) was passed
     EV_INTERRUPTED = 4    # a signal interrupted the wait
     EV_FAILED = 5         # (internal) an error is recorded in CopyStream._failure: run() raises it
+    EV_TIMEOUT = 6        # no message from the server for receive_timeout seconds
 
 TICK = EV_TICK
 COPY_DONE = EV_COPY_DONE
 CONN_ERROR = EV_CONN_ERROR
 STOP_REACHED = EV_STOP_REACHED
+TIMEOUT = EV_TIMEOUT
 INTERRUPTED = EV_INTERRUPTED
 
 
@@ -106,7 +113,7 @@ cdef class CopyStream:
     """Receive a started physical replication COPY into a StreamParser.
 
     CopyStream(pgconn_ptr, parser, *, report_flush, synchronous,
-               status_interval, progress=None)
+               status_interval, receive_timeout=0, progress=None)
 
     *pgconn_ptr* is psycopg's ``conn.pgconn.pgconn_ptr`` after
     ``START_REPLICATION`` returned COPY_BOTH; :func:`load_libpq` must have
@@ -123,7 +130,20 @@ cdef class CopyStream:
     * *synchronous*: flush at the end of each batch of received messages;
     * a keepalive asking for a reply flushes first when reporting flush;
     * addition: when reporting flush, each periodic status update flushes
-      first, so the slot advances every interval instead of once a segment.
+      first, so the slot advances every interval instead of once a segment;
+    * addition, as the walreceiver's ``wal_receiver_timeout``: after half of
+      *receive_timeout* seconds (0: never) without any message from the
+      server, a status update asks for a reply (the server answers with a
+      keepalive, so a healthy idle server always answers); after the whole
+      of it, :meth:`run` ends with :data:`TIMEOUT`.  Meanwhile the progress
+      state says ``silent``;
+    * addition: when the writer is blocked (the next segment file cannot be
+      created: the disk is full, or would be fuller than ``--min-free``),
+      the loop stops reading (TCP slows the server down) but keeps flushing
+      and sending status updates, so the connection stays up; it tries
+      again every second and goes on by itself once there is space.
+      Meanwhile :attr:`paused` is true (why: :attr:`pause_error`), the
+      progress state says ``paused`` and the receive timeout is suspended.
 
     With compressed output (the writer's sink is a :class:`ChunkQueue`) a
     flush is a request to the compressing worker; the loop also polls the
@@ -148,17 +168,27 @@ cdef class CopyStream:
     cdef bint _out_pending            # PQflush could not send everything yet
     cdef uint64_t _status_updates
     cdef int64_t _last_receipt
+    cdef char *_pending               # a payload the writer was blocked in (libpq's; freed after)
+    cdef int _pending_n
+    cdef int64_t _receive_timeout     # microseconds; 0 = none
+    cdef int64_t _last_message        # pg time the last message arrived (or the stream began)
+    cdef bint _pinged                 # a reply was asked for since the last message
     # Shared progress state (None/NULL: none) and the counts already added to it.
     cdef ProgressState _progress
     cdef wf_progress *_shm
     cdef uint64_t _pub_messages, _pub_bytes, _pub_segments, _pub_status
 
     def __init__(self, pgconn_ptr, StreamParser parser not None, *, report_flush,
-                 synchronous, status_interval, ProgressState progress=None):
+                 synchronous, status_interval, receive_timeout=0,
+                 ProgressState progress=None):
         if _pq.handle == NULL:
             raise RuntimeError("walfast._core.load_libpq() has not been called")
         if status_interval < 0:
             raise ValueError("status_interval must be >= 0")
+        if receive_timeout < 0:
+            raise ValueError("receive_timeout must be >= 0")
+        self._receive_timeout = <int64_t>(receive_timeout * 1000000)
+        self._last_message = pg_now()
         self._conn = <void *><uintptr_t>pgconn_ptr
         self._sock = _pq.socket(self._conn)
         if self._sock < 0:
@@ -175,6 +205,23 @@ cdef class CopyStream:
             self._pub_bytes = parser._wal_bytes
             self._pub_segments = self._w._prog.completed
 
+    def __dealloc__(self):
+        if self._pending != NULL:
+            _pq.freemem(self._pending)
+
+    cdef void _set_paused(self, char *buf, int n) noexcept nogil:
+        """Keep the payload the writer was blocked in (buf NULL: resumed).
+        A full disk shows in the progress state; a compressing worker that
+        is behind (no error recorded) is ordinary backpressure and does not."""
+        cdef bint no_space = self._w._err.code != ERR_NONE
+        if self._pending != NULL and buf == NULL:
+            _pq.freemem(self._pending)
+        if self._shm != NULL and (no_space or buf == NULL):
+            wf_progress_set_state(self._shm, WF_STATE_PAUSED if buf != NULL
+                                  else WF_STATE_STREAMING)
+        self._pending = buf
+        self._pending_n = n
+
     cdef StreamEvent _writer_failed(self) noexcept nogil:
         self._failure = &self._w._err
         return EV_FAILED
@@ -188,7 +235,7 @@ cdef class CopyStream:
         if self._w._flush(False) < 0:
             return self._writer_failed()
         if self._shm != NULL and self._w._prog.syncs != syncs:
-            wf_progress_flushed(self._shm, self._w._write_lsn, self._w._flush_lsn,
+            wf_progress_flushed(self._shm, self._w._sink_lsn, self._w._flush_lsn,
                                 <uint64_t>(wf_monotonic_us() - t0))
         return EV_NONE
 
@@ -199,7 +246,7 @@ cdef class CopyStream:
         cdef wf_batch b
         if self._shm == NULL:
             return
-        b.written_lsn = self._w._write_lsn
+        b.written_lsn = self._w._sink_lsn
         b.flushed_lsn = self._w._flush_lsn if self._w._sync else 0
         b.new_messages = self.parser._messages != self._pub_messages
         b.latest_end_lsn = self.parser._wal_end
@@ -217,13 +264,14 @@ cdef class CopyStream:
         self._pub_status = self._status_updates
         wf_progress_publish(self._shm, &b, pg_now())
 
-    cdef int _send_status(self) noexcept nogil:
-        """Queue and flush a standby status update; -1 on a libpq error."""
+    cdef int _send_status(self, bint reply=False) noexcept nogil:
+        """Queue and flush a standby status update (*reply*: asking the
+        server to answer at once); -1 on a libpq error."""
         cdef unsigned char msg[STATUS_UPDATE_LEN]
         cdef int64_t now = pg_now()
         cdef uint64_t flush = self._w._flush_lsn if self._report_flush else 0
         cdef int rc
-        encode_status(msg, self._w._write_lsn, flush, 0, now, False)
+        encode_status(msg, self._w._sink_lsn, flush, 0, now, reply)
         if _pq.put_copy_data(self._conn, <const char *>msg, STATUS_UPDATE_LEN) != 1:
             return -1
         rc = _pq.flush(self._conn)
@@ -263,9 +311,44 @@ cdef class CopyStream:
             send = True
         if self._report_flush and self._w._flush_lsn != self._sent_flush:
             send = True
+        if self._pending != NULL and now - self._last_status >= PAUSED_STATUS_US:
+            # Paused, the server's keepalives are not read: reply unasked,
+            # or its wal_sender_timeout ends the connection (also with -s 0).
+            send = True
+        if self._receive_timeout and now - self._last_message >= self._receive_timeout:
+            return EV_TIMEOUT
+        if self._receive_timeout and not self._pinged \
+                and 2 * (now - self._last_message) >= self._receive_timeout:
+            # Half the timeout in silence: ask for a reply (a keepalive).
+            if self._send_status(True) < 0:
+                return EV_CONN_ERROR
+            self._pinged = True
+            if self._shm != NULL:
+                wf_progress_set_state(self._shm, WF_STATE_SILENT)
+            return EV_NONE
         if send and self._send_status() < 0:
             return EV_CONN_ERROR
         return EV_NONE
+
+    cdef int64_t _next_deadline(self, int64_t now) noexcept nogil:
+        """When the loop must wake up even without a message: the next
+        status update, the reply request or the receive timeout (0: none)."""
+        cdef int64_t due = 0, t
+        if self._status_interval:
+            due = self._last_status + self._status_interval
+        if self._receive_timeout:
+            t = self._last_message + (self._receive_timeout if self._pinged
+                                      else self._receive_timeout // 2)
+            if due == 0 or t < due:
+                due = t
+        if self._pending != NULL:
+            t = now + PAUSED_RETRY_US
+            if due == 0 or t < due:
+                due = t
+            t = self._last_status + PAUSED_STATUS_US
+            if t < due:
+                due = t
+        return due
 
     cdef bint _socket_readable(self) noexcept nogil:
         """Whether the socket has bytes to read now (poll, no wait)."""
@@ -281,7 +364,7 @@ cdef class CopyStream:
         cdef int64_t deadline = pg_now() + max_us
         cdef int64_t now, wait_us, due
         cdef char *buf
-        cdef int n, rc
+        cdef int n = 0, rc
         cdef StreamEvent ev
         cdef pollfd pfd[2]
         cdef int nfds = 1
@@ -292,12 +375,26 @@ cdef class CopyStream:
             pfd[1].events = POLLIN
             nfds = 2
         while True:
+            if self._pending != NULL:
+                # Paused: try the blocked payload again; nothing else is
+                # read until it went through.
+                rc = self.parser._resume(<const unsigned char *>self._pending, self._pending_n)
+                if rc == BLOCKED:
+                    self._last_message = pg_now()     # the receive timeout waits too
+                elif rc < 0:
+                    self._set_paused(NULL, 0)
+                    self._failure = &self.parser._err
+                    return EV_FAILED
+                else:
+                    self._set_paused(NULL, 0)
+                    if self._w._stop_reached:
+                        return EV_STOP_REACHED
             # Drain every message libpq holds or the socket already has, as
             # receivelog.c's CopyStreamReceive(timeout 0) does: a batch ends
             # only when nothing more can be read without waiting.  (Ending
             # it when libpq's buffer runs dry made --synchronous sync after
             # every socket read: more fdatasyncs than pg_receivewal.)
-            while True:
+            while self._pending == NULL:
                 n = _pq.get_copy_data(self._conn, &buf, 1)
                 while n == 0 and pg_now() < deadline and self._socket_readable():
                     if _pq.consume_input(self._conn) == 0:
@@ -306,34 +403,51 @@ cdef class CopyStream:
                 if n <= 0:
                     break
                 rc = self.parser._feed_payload(<const unsigned char *>buf, n)
+                if rc == BLOCKED:
+                    self._set_paused(buf, n)      # kept: tried again later
+                    self._last_message = pg_now()
+                    n = 0
+                    break
                 _pq.freemem(buf)
                 if rc < 0:
                     self._failure = &self.parser._err
                     return EV_FAILED
+                self._last_message = pg_now()
+                if self._pinged:
+                    self._pinged = False
+                    if self._shm != NULL:
+                        wf_progress_set_state(self._shm, WF_STATE_STREAMING)
                 if self._w._stop_reached:
                     return EV_STOP_REACHED
                 if pg_now() >= deadline:
                     break
             self._last_receipt = pg_now()
+            if n < 0:
+                # The COPY ended (the server's CopyDone, or an ErrorResponse)
+                # or the connection broke: nothing more may be sent in it,
+                # and what the server said is the caller's to read (a status
+                # update now would only fail with "no COPY in progress" and
+                # hide it).
+                self._publish()
+                return EV_COPY_DONE if n == -1 else EV_CONN_ERROR
             ev = self._after_batch()
             self._publish()
             if ev != EV_NONE:
                 return ev
-            if n == -1:
-                return EV_COPY_DONE
-            if n < -1:
-                return EV_CONN_ERROR
             now = pg_now()
             if now >= deadline:
                 return EV_TICK
-            # Wait for the socket, no longer than the next status update is due.
+            # Wait for the socket, no longer than until something is due.
             wait_us = deadline - now
-            if self._status_interval:
-                due = self._last_status + self._status_interval - now
+            due = self._next_deadline(now)
+            if due:
+                due -= now
                 if due < wait_us:
                     wait_us = due if due > 0 else 0
             pfd[0].fd = self._sock
-            pfd[0].events = POLLIN | (POLLOUT if self._out_pending else 0)
+            # Paused: not reading is the point (TCP backpressure).
+            pfd[0].events = (POLLIN if self._pending == NULL else 0) \
+                | (POLLOUT if self._out_pending else 0)
             pfd[0].revents = 0
             pfd[1].revents = 0
             rc = poll(pfd, nfds, <int>((wait_us + 999) // 1000))
@@ -355,7 +469,7 @@ cdef class CopyStream:
     def run(self, double max_seconds=0.1):
         """Receive for at most *max_seconds*; return the event that ended the
         run (:data:`TICK`, :data:`COPY_DONE`, :data:`CONN_ERROR`,
-        :data:`STOP_REACHED`, :data:`INTERRUPTED`).  Errors of the parser,
+        :data:`STOP_REACHED`, :data:`INTERRUPTED`, :data:`TIMEOUT`).  Errors of the parser,
         the writer and the compressing worker are raised."""
         cdef StreamEvent ev
         cdef int64_t max_us = <int64_t>(max_seconds * 1000000)
@@ -386,6 +500,25 @@ cdef class CopyStream:
     def last_status_time(self):
         """When the last status update was sent (us since 2000), 0 if never."""
         return self._last_status
+
+    @property
+    def paused(self):
+        """Reading is paused: the writer cannot take the next message yet (a
+        full disk, see :attr:`pause_error`, or a compressing worker behind)."""
+        return self._pending != NULL
+
+    @property
+    def pause_error(self):
+        """Why the loop is paused for lack of space (the OSError the writer
+        met), or None (not paused, or waiting for the compressing worker)."""
+        if self._pending == NULL or self._w._err.code == ERR_NONE:
+            return None
+        return errinfo_exception(&self._w._err, self._w.directory)
+
+    @property
+    def silent_seconds(self):
+        """Seconds since the last message from the server (or the start)."""
+        return (pg_now() - self._last_message) / 1e6
 
     @property
     def last_receipt_time(self):

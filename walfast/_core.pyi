@@ -100,6 +100,7 @@ class SegmentFiles(WalSink):
         sync: bool = True,
         file_mode: int = 0o600,
         zero_fill: bool = False,
+        min_free: int = 0,
     ) -> None: ...
     @property
     def syncs(self) -> int: ...
@@ -245,6 +246,8 @@ PROGRESS_MAGIC: bytes
 PROGRESS_VERSION: int
 PROGRESS_CHECKED_FROM: int
 PROGRESS_FLUSH_BUCKETS_US: tuple[int, ...]
+#: State names by value.
+PROGRESS_STATES: tuple[str, ...]
 
 class ProgressState:
     """The writer side of the shared progress state (walfast.monitor.progress)."""
@@ -294,6 +297,7 @@ COPY_DONE: int
 CONN_ERROR: int
 STOP_REACHED: int
 INTERRUPTED: int
+TIMEOUT: int
 
 def load_libpq(path: str) -> int: ...
 
@@ -309,6 +313,7 @@ class CopyStream:
         report_flush: bool,
         synchronous: bool,
         status_interval: float,
+        receive_timeout: float = 0,
         progress: ProgressState | None = None,
     ) -> None: ...
     def run(self, max_seconds: float = 0.1) -> int: ...
@@ -320,6 +325,12 @@ class CopyStream:
     def last_status_time(self) -> int: ...
     @property
     def last_receipt_time(self) -> int: ...
+    @property
+    def silent_seconds(self) -> float: ...
+    @property
+    def paused(self) -> bool: ...
+    @property
+    def pause_error(self) -> OSError | None: ...
 
 # ---- here (_core.pyx) ---------------------------------------------------------
 

@@ -38,6 +38,7 @@ cdef class StreamParser:
     cdef uint64_t _xlogdata
     cdef uint64_t _keepalives
     cdef uint64_t _wal_bytes
+    cdef size_t _resume_at         # a BLOCKED XLogData message goes on from this offset
     cdef ErrInfo _err              # the parser's error, or the writer's copied here
 
     def __init__(self, SegmentWriter writer not None):
@@ -73,8 +74,9 @@ cdef class StreamParser:
 
     cdef int _feed_payload(self, const unsigned char *buf, Py_ssize_t n) noexcept nogil:
         """Handle one whole CopyData payload of n bytes at buf.  Returns 0,
-        or -1 with self._err filled (a malformed message, or the writer's
-        error)."""
+        -1 with self._err filled (a malformed message, or the writer's
+        error), or BLOCKED: the writer cannot go on for now (a full disk);
+        the caller keeps the payload and hands it to :meth:`_resume` later."""
         if self._failed:
             return err_state(&self._err, "stream parser stopped after an earlier error")
         if self.writer._stop_reached:
@@ -92,13 +94,8 @@ cdef class StreamParser:
             self._note_wal_end(wf_be64(buf + 9), <int64_t>wf_be64(buf + 17))
             if self.writer._begin(wf_be64(buf + 1)) < 0:
                 return self._writer_error()
-            if n > XLOGDATA_HEADER_LEN:
-                if self.writer._append(buf + XLOGDATA_HEADER_LEN,
-                                       <size_t>(n - XLOGDATA_HEADER_LEN)) < 0:
-                    return self._writer_error()
-                self._wal_bytes += <uint64_t>(n - XLOGDATA_HEADER_LEN)
-            self.writer._check_stop()
-            self._note_caught_up()
+            self._resume_at = XLOGDATA_HEADER_LEN
+            return self._resume(buf, n)
         elif self._msgtype == MSG_KEEPALIVE:
             # 'k' | walEnd | sendTime | replyRequested
             if n != KEEPALIVE_LEN:
@@ -113,6 +110,25 @@ cdef class StreamParser:
             return self._proto_error("unrecognized streaming message type", n)
         return 0
 
+    cdef int _resume(self, const unsigned char *buf, Py_ssize_t n) noexcept nogil:
+        """The WAL bytes of the XLogData message at buf from _resume_at on
+        (all of them, or the rest of a message that was BLOCKED).  Returns
+        as :meth:`_feed_payload`."""
+        cdef size_t off = self._resume_at
+        cdef int rc = 0
+        if <size_t>n > off:
+            rc = self.writer._append(buf + off, <size_t>n - off)
+            self._wal_bytes += self.writer._consumed
+            if rc == BLOCKED:
+                self._resume_at = off + self.writer._consumed
+                return BLOCKED
+            if rc < 0:
+                return self._writer_error()
+        self._resume_at = 0
+        self.writer._check_stop()
+        self._note_caught_up()
+        return 0
+
     cdef int _raise(self) except -1:
         raise_errinfo(&self._err, self.writer.directory)
 
@@ -125,6 +141,13 @@ cdef class StreamParser:
         try:
             with nogil:
                 rc = self._feed_payload(<const unsigned char *>view.buf, view.len)
+                # No receive loop here to wait in: wait for a compressing
+                # worker that is behind; a full disk is an error.
+                while rc == BLOCKED and self.writer._err.code == ERR_NONE:
+                    self.writer.sink._wait_room()
+                    rc = self._resume(<const unsigned char *>view.buf, view.len)
+                if rc == BLOCKED:
+                    rc = self._writer_error()
         finally:
             PyBuffer_Release(&view)
         if rc < 0:

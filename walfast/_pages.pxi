@@ -166,11 +166,16 @@ cdef int wp_check_page(WalPages *wp, uint64_t page, const unsigned char *h) noex
     return wp_check_header(wp, page, first, h)
 
 
-cdef size_t wp_check(WalPages *wp, uint64_t start, const unsigned char *p, size_t n) noexcept nogil:
+cdef size_t wp_check(WalPages *wp, uint64_t start, const unsigned char *p, size_t n,
+                     bint *bad) noexcept nogil:
     """Check the page headers among the n bytes at p, which are the WAL at
     LSN *start* on, continuing the bytes of earlier calls.  Returns how many
-    of them may be used: n, or, at a bad header, the bytes before its page
-    (wp's failure set; nothing of that page is good).
+    of them are cleared: the bytes of pages whose header passed.  At a bad
+    header *bad* is set (wp's failure too) and the bytes before its page
+    are returned: nothing of that page is good.  A header not yet whole at
+    the end is not cleared either: its bytes (kept in wp.hdr, wp.have of
+    them, starting at wp.next_check) are cleared by the call that completes
+    it, so a writer never writes a byte of a header that will fail.
 
     One check per page: its header bytes are gathered (a header can be split
     across calls), then a few compares; the page is not scanned.
@@ -178,6 +183,7 @@ cdef size_t wp_check(WalPages *wp, uint64_t start, const unsigned char *p, size_
     cdef uint64_t end = start + n
     cdef uint64_t page, from_, to
     cdef uint32_t need
+    bad[0] = False
     while wp.next_check < end:
         page = wp.next_check
         need = LONG_PHD_CHECK_LEN if page & (wp.segsize - 1) == 0 else SHORT_PHD_CHECK_LEN
@@ -191,9 +197,11 @@ cdef size_t wp_check(WalPages *wp, uint64_t start, const unsigned char *p, size_
         memcpy(wp.hdr + wp.have, p + (from_ - start), to - from_)
         wp.have += <uint32_t>(to - from_)
         if wp.have < need:
-            break               # the rest of this header comes later
+            # The rest of this header comes later: its bytes wait in wp.hdr.
+            return <size_t>(page - start) if page > start else 0
         wp.have = 0
         if wp_check_page(wp, page, wp.hdr) < 0:
+            bad[0] = True
             return <size_t>(page - start) if page > start else 0
         wp.next_check = page + wp.page_size
     return n
@@ -256,15 +264,18 @@ cdef class PageCheck:
         a failure nothing more is checked (:attr:`error` says what failed)."""
         cdef Py_buffer view
         cdef size_t ok = 0
+        cdef bint bad = False
         if self._failed:
             return 0
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
         try:
             with nogil:
                 ok = wp_check(&self._wp, self._lsn, <const unsigned char *>view.buf,
-                              <size_t>view.len)
-            if ok < <size_t>view.len:
+                              <size_t>view.len, &bad)
+            if bad:
                 self._failed = True
+            else:
+                ok = <size_t>view.len   # a header cut at the end is checked next time
         finally:
             PyBuffer_Release(&view)
         self._lsn += ok

@@ -55,7 +55,10 @@ cdef extern from *:
         X(uint64_t, checksum,              ,      "u64")   /* 24    8  FNV-1a 64 of bytes [32, size) */ \\
         X(uint32_t, byte_order,            ,      "u32")   /* 32    4  0x01020304 in the writer's order */ \\
         X(uint32_t, state,                 ,      "u32")   /* 36    4  0 starting, 1 streaming, 2 waiting \\
-                                                                       (to reconnect), 3 stopping, 4 stopped */ \\
+                                                                       (to reconnect), 3 stopping, 4 stopped, \\
+                                                                       5 silent (no message from the server \\
+                                                                       for half the receive timeout), \\
+                                                                       6 paused (disk full) */ \\
         X(int64_t,  pid,                   ,      "i64")   /* 40    8  the receiver's process id */ \\
         X(uint32_t, flags,                 ,      "u32")   /* 48    4  bit 0 sync (flushed means fdatasync'ed), \\
                                                                        bit 1 flush reported to the server */ \\
@@ -205,6 +208,13 @@ cdef extern from *:
         wf_progress_end(p);
     }
 
+    /* The receive loop's own state changes (silent, paused, streaming). */
+    static inline void wf_progress_set_state(wf_progress *p, uint32_t state) {
+        wf_progress_begin(p);
+        p->state = state;
+        wf_progress_end(p);
+    }
+
     static inline int64_t wf_monotonic_us(void) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -266,15 +276,22 @@ cdef extern from *:
     void wf_progress_flushed(wf_progress *p, uint64_t written_lsn, uint64_t flushed_lsn,
                              uint64_t took_us) noexcept nogil
     int64_t wf_monotonic_us() noexcept nogil
+    void wf_progress_set_state(wf_progress *p, uint32_t state) noexcept nogil
 
 
-# State values (walfast.monitor.progress.STATES names them).
+# State values; PROGRESS_STATES names them (the readers' names).
 cdef enum ProgressStateValue:
     WF_STATE_STARTING = 0
     WF_STATE_STREAMING = 1
-    WF_STATE_WAITING = 2
+    WF_STATE_WAITING = 2       # waiting to reconnect
     WF_STATE_STOPPING = 3
     WF_STATE_STOPPED = 4
+    WF_STATE_SILENT = 5        # connected, no message for half the receive timeout
+    WF_STATE_PAUSED = 6        # connected, not reading: the disk is full
+
+#: State names by value (pg_stat_wal_receiver's status words, and walfast's).
+PROGRESS_STATES = ("starting", "streaming", "waiting", "stopping", "stopped", "silent",
+                   "paused")
 
 # Flag bits.
 cdef enum:

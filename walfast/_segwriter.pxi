@@ -9,7 +9,11 @@
 # bad page on never reach the sink, and never count as flushed.
 #
 # Positions (LSNs):
-#   write_lsn   end of the bytes handed to the sink
+#   write_lsn   end of the bytes received (the next message must continue it)
+#   sink_lsn    end of the bytes handed to the sink: write_lsn less the bytes
+#               of a page header whose rest has not arrived yet (fewer than
+#               40, kept until the header can be checked: a header that
+#               fails never reaches a file, not even in part)
 #   flush_lsn   end of the bytes known durable: moves only when the sink
 #               says so (plain files: after an fdatasync covering them, or a
 #               segment completion; the queue: when the worker published
@@ -70,6 +74,9 @@ cdef class SegmentWriter:
     cdef bint _seg_open           # the sink has a segment open
 
     cdef uint64_t _write_lsn
+    cdef size_t _consumed         # bytes of the last _append call taken (all, unless BLOCKED)
+    cdef uint64_t _sink_lsn
+    cdef unsigned char _held[LONG_PHD_CHECK_LEN]   # a copy of the header bytes held back
     cdef uint64_t _flush_lsn
     cdef uint64_t _stop_lsn       # pg_receivewal's --endpos; 0 = none
     cdef bint _stop_reached
@@ -106,6 +113,7 @@ cdef class SegmentWriter:
         self._segs_per_id = (<uint64_t>1 << 32) // segsize
         self._sync = sync
         self._write_lsn = start_lsn
+        self._sink_lsn = start_lsn
         self._flush_lsn = start_lsn
         wp_init(&self._pages, start_lsn, timeline, segsize, page_size, system_identifier,
                 page_magic, True)
@@ -136,12 +144,18 @@ cdef class SegmentWriter:
         return 0
 
     cdef int _open_segment(self) noexcept nogil:
-        """Have the sink open the segment holding write_lsn."""
+        """Have the sink open the segment holding write_lsn.  0, -1, or
+        BLOCKED (no space for it yet: nothing happened, try again later)."""
         cdef uint64_t segno = self._write_lsn // self._segsize
+        cdef int rc
         snprintf(self._fname, sizeof(self._fname), "%08X%08X%08X%s.partial",
                  self._timeline, <uint32_t>(segno // self._segs_per_id),
                  <uint32_t>(segno % self._segs_per_id), self._suffix)
-        if self.sink._open(segno, self._write_lsn) < 0:
+        rc = self.sink._open(segno, self._write_lsn)
+        if rc == BLOCKED:
+            self._err = self.sink._err
+            return BLOCKED
+        if rc < 0:
             return self._sink_failed()
         self._seg_open = True
         return 0
@@ -166,28 +180,56 @@ cdef class SegmentWriter:
         return 0
 
     cdef int _append(self, const unsigned char *p, size_t n) noexcept nogil:
-        """Write n WAL bytes at write_lsn, splitting at segment boundaries.
-        Page headers are checked before their page is written: bytes from a
-        bad page on never reach the sink."""
-        cdef uint64_t chunk, ok
+        """Take n WAL bytes at write_lsn, splitting at segment boundaries.
+        Page headers are checked before any byte of them is written: a
+        header cut by the end of a message waits (in the page rules' buffer)
+        until its rest arrives, and bytes from a bad page on never reach the
+        sink.  BLOCKED when the next segment cannot be created yet (a full
+        disk): _consumed bytes were taken, the caller gives the rest again
+        later."""
+        cdef uint64_t chunk, cleared, held
+        cdef bint bad
+        cdef int rc
+        self._consumed = 0
         if self._check_usable() < 0:
             return -1
+        if not self.sink._room(n):
+            # The compressing worker is behind: not an error, the caller
+            # waits until it freed a chunk (and can be stopped meanwhile).
+            self._err.code = ERR_NONE
+            return BLOCKED
         while n > 0:
-            if not self._seg_open and self._open_segment() < 0:
-                return -1
+            if not self._seg_open:
+                rc = self._open_segment()
+                if rc < 0:
+                    return rc
             chunk = self._segsize - (self._write_lsn & self._segmask)
             if chunk > n:
                 chunk = n
-            ok = wp_check(&self._pages, self._write_lsn, p, chunk)
-            if ok and self.sink._write(p, ok, self._write_lsn) < 0:
-                return self._sink_failed()
-            self._write_lsn += ok
-            if ok < chunk:
+            # Header bytes held from an earlier message: the check below
+            # reuses the buffer they wait in, so copy them first.
+            held = self._write_lsn - self._sink_lsn
+            if held:
+                memcpy(self._held, self._pages.hdr, held)
+            cleared = wp_check(&self._pages, self._write_lsn, p, chunk, &bad)
+            if cleared:
+                # The held header passed with its rest: it goes first.
+                if held and self.sink._write(self._held, held, self._sink_lsn) < 0:
+                    return self._sink_failed()
+                if self.sink._write(p, cleared, self._write_lsn) < 0:
+                    return self._sink_failed()
+                self._sink_lsn = self._write_lsn + cleared
+            if bad:
+                self._write_lsn += cleared
                 self._failed = True
                 return wp_error(&self._pages, &self._err, self._fname)
+            self._write_lsn += chunk
+            self._consumed += chunk
             p += chunk
             n -= chunk
             if self._write_lsn & self._segmask == 0:
+                # (A segment ends with page bytes, never with a held header:
+                # everything received is with the sink.)
                 if self.sink._complete(self._write_lsn) < 0:
                     return self._sink_failed()
                 self._seg_open = False
@@ -198,6 +240,17 @@ cdef class SegmentWriter:
                 if self._check_stop():
                     return 0
         return 0
+
+    cdef int _append_waiting(self, const unsigned char *p, size_t n) noexcept nogil:
+        """_append for callers without a receive loop: a compressing worker
+        that is behind is waited for here (a full disk stays an error)."""
+        cdef int rc = self._append(p, n)
+        while rc == BLOCKED and self._err.code == ERR_NONE:
+            self.sink._wait_room()
+            p += self._consumed
+            n -= self._consumed
+            rc = self._append(p, n)
+        return rc
 
     cdef inline bint _check_stop(self) noexcept nogil:
         # pg_receivewal stops when endpos < the position received: a record
@@ -237,7 +290,8 @@ cdef class SegmentWriter:
             with nogil:
                 rc = self._begin(data_start)
                 if rc == 0:
-                    rc = self._append(<const unsigned char *>view.buf, <size_t>view.len)
+                    rc = self._append_waiting(<const unsigned char *>view.buf,
+                                              <size_t>view.len)
         finally:
             PyBuffer_Release(&view)
         if rc < 0:

@@ -43,6 +43,16 @@ cdef class WalSink:
     cdef int _unsupported(self) noexcept nogil:
         return err_state(&self._err, "this sink cannot be written to")
 
+    cdef bint _room(self, size_t n) noexcept nogil:
+        """Whether n more bytes (and the commits a segment end or a sync
+        asks for) can be taken now without waiting.  Plain files: always."""
+        return True
+
+    cdef void _wait_room(self) noexcept nogil:
+        """Wait until what the last refused _room asked for is there (for
+        callers without a receive loop to wait in)."""
+        pass
+
     cdef int _open(self, uint64_t segno, uint64_t lsn) noexcept nogil:
         """Start writing segment *segno*, at *lsn* (inside it)."""
         return self._unsupported()
@@ -83,13 +93,19 @@ cdef class SegmentFiles(WalSink):
     is given no sink.
 
     SegmentFiles(directory, *, timeline, segment_size, sync=True,
-                 file_mode=0o600, zero_fill=False)
+                 file_mode=0o600, zero_fill=False, min_free=0)
 
     A segment is opened as pg_receivewal does for uncompressed output: a new
     file is created and preallocated (with *zero_fill*, for
     ``--synchronous``, also overwritten with zeros); an existing full-size
     ``.partial`` is reopened and fsynced ("in case of a previous crash"),
-    one of size 0 counts as new, any other size is refused.  Writing into a
+    one of size 0 counts as new, any other size is refused.
+
+    When a new file cannot be preallocated for lack of space (ENOSPC,
+    EDQUOT), or creating it would leave less than *min_free* bytes free,
+    the sink is *blocked*: :meth:`_open` returns BLOCKED (the reason in its
+    error record), nothing is written or lost, and the caller tries again
+    later (the receive loop pauses reading meanwhile).  Writing into a
     reopened file may start at any page (walfast.waldir.resume chooses the
     last valid one); the fsync comes first, so the bytes before the start
     are durable before the start is ever reported flushed.  Mid-segment,
@@ -103,6 +119,7 @@ cdef class SegmentFiles(WalSink):
     cdef uint64_t _segs_per_id
     cdef int _mode
     cdef bint _zero_fill
+    cdef uint64_t _min_free
     cdef SegFile _f
     cdef SinkProgress _prog
 
@@ -111,7 +128,7 @@ cdef class SegmentFiles(WalSink):
         sf_init(&self._f, True)
 
     def __init__(self, directory, *, timeline, segment_size, bint sync=True,
-                 int file_mode=0o600, bint zero_fill=False):
+                 int file_mode=0o600, bint zero_fill=False, uint64_t min_free=0):
         cdef uint64_t segsize = segment_size
         if not wp_valid_segment_size(segsize):
             raise ValueError(
@@ -123,6 +140,7 @@ cdef class SegmentFiles(WalSink):
         self._segs_per_id = (<uint64_t>1 << 32) // segsize
         self._mode = file_mode
         self._zero_fill = zero_fill and sync
+        self._min_free = min_free
         self._f.sync = sync
         self._dirfd = _os.open(self.directory, _os.O_RDONLY | _os.O_DIRECTORY | _os.O_CLOEXEC)
 
@@ -144,13 +162,22 @@ cdef class SegmentFiles(WalSink):
         err_set_fname(&self._err, self._f.name)
         return -1
 
+    cdef int _blocked(self, const char *what, int err_no, const char *name) noexcept nogil:
+        err_os(&self._err, what, err_no, name)
+        return BLOCKED
+
     cdef int _open(self, uint64_t segno, uint64_t lsn) noexcept nogil:
         cdef char name[SEGFILE_NAME_MAX]
         cdef uint64_t offset = lsn & (self._segsize - 1)
         cdef uint64_t size
+        cdef statvfs vfs
         snprintf(name, sizeof(name), "%08X%08X%08X.partial", self._timeline,
                  <uint32_t>(segno // self._segs_per_id), <uint32_t>(segno % self._segs_per_id))
         sf_abandon(&self._f)        # (a file left open by a failed completion)
+        if offset == 0 and self._min_free and fstatvfs(self._dirfd, &vfs) == 0 \
+                and <uint64_t>vfs.f_bavail * vfs.f_frsize < self._segsize + self._min_free:
+            return self._blocked("creating write-ahead log file would leave less free space "
+                                 "than --min-free", ENOSPC, name)
         self._f.release_behind = not self._zero_fill
         if sf_open(&self._f, self._dirfd, name, O_CREAT if offset == 0 else 0, self._mode,
                    offset, &size) < 0:
@@ -162,6 +189,10 @@ cdef class SegmentFiles(WalSink):
                 sf_abandon(&self._f)
                 return self._mid_segment_error(segno, lsn)
             if sf_preallocate(&self._f, self._segsize, self._zero_fill) < 0:
+                if self._f.err.code == ERR_OS and self._f.err.err_no in (ENOSPC, EDQUOT):
+                    # Left empty, which counts as new: try again once there is space.
+                    self._err = self._f.err
+                    return BLOCKED
                 return self._failed()
         elif size == self._segsize:
             if sf_sync_existing(&self._f) < 0:

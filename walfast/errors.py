@@ -22,11 +22,13 @@ Hierarchy::
 from __future__ import annotations
 
 import errno
+import os
 
 from walfast.lsn import format_lsn
 
 __all__ = [
     "ConnectionLostError",
+    "describe",
     "ProtocolError",
     "SegmentError",
     "ServerMismatchError",
@@ -159,3 +161,22 @@ def libpq_error_text(exc: BaseException) -> str:
         if text.startswith(prefix):
             return text[len(prefix):]
     return text
+
+
+def describe(exc: BaseException) -> str:
+    """The text walfast prints for an error, as PostgreSQL's programs word
+    theirs: libpq's message for a psycopg error, ``what "FILE": reason``
+    for an operating-system error (never Python's ``[Errno 28] ...: 'FILE'``),
+    else the message."""
+    if isinstance(exc, OSError) and not isinstance(exc, WalfastError) and exc.errno:
+        reason = exc.strerror or os.strerror(exc.errno)
+        if exc.filename is None:
+            return reason
+        # walfast's own OSErrors say "what: reason" (what it was doing).
+        what, sep, why = reason.partition(": ")
+        if sep:
+            return f'{what} "{exc.filename}": {why}'
+        return f'"{exc.filename}": {reason}'
+    if type(exc).__module__.startswith("psycopg"):
+        return libpq_error_text(exc)
+    return str(exc).strip()

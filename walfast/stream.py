@@ -26,8 +26,10 @@ from pathlib import Path
 import psycopg
 
 from walfast import _core
-from walfast.errors import ConnectionLostError, TimelineError, libpq_error_text
-from walfast.log import NOTICE
+from walfast.errors import (
+    ConnectionLostError, SegmentError, ServerRefusedError, TimelineError, describe,
+)
+from walfast.log import NOTICE, get_logger
 from walfast.lsn import format_lsn, parse_lsn, segment_start
 from walfast.monitor import progress
 from walfast.replication import commands
@@ -40,12 +42,27 @@ __all__ = [
     "stream_once",
 ]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: Seconds between reconnection attempts (pg_receivewal's RECONNECT_SLEEP_TIME).
 RECONNECT_SLEEP = 5.0
 #: Longest stretch the compiled loop runs before Python gets control back.
 TICK = 0.1
+#: How long a stop waits for the server to answer our CopyDone: a silent
+#: server would otherwise hold the stop forever.
+END_COPY_WAIT = 0.5
+
+#: What pg_receivewal survives by waiting and connecting again: a lost,
+#: refused or silent connection (libpq's errors, the server's errors and
+#: refusals), and a local write or sync error (disk full, EIO, permissions,
+#: a read-only file system), which may go away.
+RETRIED = (psycopg.Error, ConnectionLostError, ServerRefusedError, OSError)
+#: ...but not what walfast cannot trust, even where it is an OSError: a
+#: .partial of the wrong size (pg_receivewal retries it forever; walfast
+#: says what to do instead).  The rest of what walfast raises on purpose (a
+#: gap, an invalid page, a malformed message, another cluster's directory,
+#: an impossible timeline) is not in RETRIED at all.
+NEVER_RETRIED = (SegmentError,)
 
 
 @dataclass(frozen=True)
@@ -53,7 +70,11 @@ class StreamOptions:
     """What to receive and how: the counterpart of PostgreSQL's StreamCtl.
 
     ``sync=False`` is ``--no-sync``; ``endpos`` is ``--endpos`` (stop once
-    WAL past it was received); ``compression`` is ``-Z``.
+    WAL past it was received); ``compression`` is ``-Z``;
+    ``receive_timeout`` is ``--receive-timeout`` (seconds without any message
+    from the server before the connection counts as lost, the walreceiver's
+    ``wal_receiver_timeout``; 0: never); ``min_free`` is ``--min-free``
+    (bytes a new segment file must leave free, else receiving pauses).
     """
 
     directory: Path
@@ -63,6 +84,8 @@ class StreamOptions:
     sync: bool = True
     endpos: int | None = None
     compression: CompressionSpec | None = None
+    receive_timeout: float = 60.0
+    min_free: int = 0
 
     @property
     def report_flush(self) -> bool:
@@ -71,7 +94,8 @@ class StreamOptions:
         return self.slot is not None or self.synchronous
 
     def wal_directory(self) -> WalDirectory:
-        return WalDirectory(self.directory, sync=self.sync, compression=self.compression)
+        return WalDirectory(self.directory, sync=self.sync, compression=self.compression,
+                            min_free=self.min_free)
 
 
 class ReceiveOutcome(enum.Enum):
@@ -104,7 +128,8 @@ def stream_once(
     """
     load_engine_libpq()
     if conn is None:
-        conn = connect(conninfo, application_name=application_name)
+        conn = connect(conninfo, application_name=application_name,
+                       default_connect_timeout=_connect_timeout(options))
     try:
         facts = commands.server_facts(conn, options.slot)
         if waldir is None:
@@ -195,6 +220,11 @@ class _Session:
         start, timeline, _ = self.choose_start()
         log.info("starting log streaming at %s (timeline %d)", format_lsn(start), timeline)
         options, facts, state = self.options, self.facts, self.state
+        if options.endpos is not None and options.endpos < start:
+            # Already past the stop position: as pg_receivewal, stop before
+            # START_REPLICATION, having written nothing.
+            log.info("stopped log streaming at %s (timeline %d)", format_lsn(start), timeline)
+            return ReceiveOutcome.ENDPOS_REACHED
         if state is not None:
             state.update(
                 state=progress.STARTING, system_identifier=facts.system_identifier,
@@ -259,20 +289,33 @@ class _Session:
                     # pgconn_ptr: the PGconn* address (not in psycopg's PGconn protocol type)
                     getattr(pgconn, "pgconn_ptr"), _core.StreamParser(writer),
                     report_flush=options.report_flush, synchronous=options.synchronous,
-                    status_interval=options.status_interval, progress=state)
+                    status_interval=options.status_interval,
+                    receive_timeout=options.receive_timeout, progress=state)
                 done = 0
+                no_space = False
                 while True:
-                    event = copy.run(TICK)
-                    done = _log_segments(writer, done)
+                    try:
+                        event = copy.run(TICK)
+                    finally:
+                        # Segments completed before an error are still logged.
+                        done = _log_segments(writer, done)
+                    if copy.paused or no_space:
+                        error = copy.pause_error
+                        if (error is not None) != no_space:
+                            no_space = error is not None
+                            _log_pause(error)
                     if event == _core.STOP_REACHED:
                         _close_incomplete(writer, done, f"stopped log streaming at "
                                           f"{format_lsn(writer.write_lsn)} (timeline {timeline})")
                         self._report_final(copy)
-                        commands.end_copy(pgconn)
+                        _end_copy_for_stop(pgconn)
                         return ReceiveOutcome.ENDPOS_REACHED, None
                     if event == _core.COPY_DONE:
                         _close_incomplete(writer, done)
-                        next_tli = commands.end_copy(pgconn, server_ended=True)
+                        try:
+                            next_tli = commands.end_copy(pgconn, server_ended=True)
+                        except ConnectionLostError as e:
+                            raise _with_gap_hint(e, writer.write_lsn) from None
                         if next_tli is None:
                             log.error("replication stream was terminated before stop point")
                             return ReceiveOutcome.DISCONNECTED, None
@@ -282,12 +325,18 @@ class _Session:
                         msg = pgconn.error_message.decode(errors="replace").strip()
                         raise ConnectionLostError(
                             f"could not receive data from WAL stream: {msg}")
+                    if event == _core.TIMEOUT:
+                        raise ConnectionLostError(
+                            f"terminating the connection: no message from the server in "
+                            f"{options.receive_timeout:g} s (--receive-timeout)")
                     if self.should_stop():
                         if state is not None:
                             state.update(state=progress.STOPPING)
                         _close_incomplete(writer, done, "received interrupt signal, exiting")
                         self._report_final(copy)
-                        commands.end_copy(pgconn)
+                        # A silent server may never answer our CopyDone: wait
+                        # only so long, then the connection is just closed.
+                        _end_copy_for_stop(pgconn)
                         return ReceiveOutcome.STOPPED, None
             finally:
                 if not writer.closed:
@@ -302,6 +351,33 @@ class _Session:
         clean stop."""
         if self.options.report_flush and not copy.send_status():
             log.debug("could not send the final status update")
+
+
+def _connect_timeout(options: StreamOptions) -> int | None:
+    """A connection attempt gives up after the receive timeout (when the
+    user set no connect_timeout): a path that swallows packets would
+    otherwise hold a reconnect forever."""
+    return max(2, int(options.receive_timeout)) if options.receive_timeout else None
+
+
+def _log_pause(error: OSError | None) -> None:
+    """Say when receiving pauses for lack of space (*error*: why) and when
+    it goes on (None); printed without -v: an operator must see it."""
+    if error is not None:
+        log.log(NOTICE, "%s; receiving paused until there is space (the connection is kept)",
+                describe(error))
+    else:
+        log.log(NOTICE, "there is space again: receiving resumed")
+
+
+def _end_copy_for_stop(pgconn: psycopg.pq.abc.PGconn) -> None:
+    """End the COPY we are leaving: the server's answer is awaited for
+    :data:`END_COPY_WAIT` at most (a silent server may never give it), and
+    a connection that broke meanwhile does not matter any more."""
+    try:
+        commands.end_copy(pgconn, timeout=END_COPY_WAIT)
+    except (psycopg.Error, ConnectionLostError) as e:
+        log.debug("ending the COPY: %s", describe(e))
 
 
 def _close_incomplete(writer: _core.SegmentWriter, done: int, stopping: str = "") -> None:
@@ -320,6 +396,23 @@ def _close_incomplete(writer: _core.SegmentWriter, done: int, stopping: str = ""
         log.info("%s", stopping)
     if path is not None:
         log.log(NOTICE, 'not renaming "%s", segment is not complete', os.path.basename(path))
+    if stopping:
+        # pg_receivewal's stop callback runs again once the file is closed,
+        # and says it again.
+        log.info("%s", stopping)
+
+
+def _with_gap_hint(e: ConnectionLostError, received: int) -> ConnectionLostError:
+    """The server ended the stream with an error; when it is that the WAL
+    asked for was already removed, say what that means for the archive."""
+    text = str(e)
+    if "has already been removed" not in text:
+        return e
+    return ConnectionLostError(
+        f"{text}\nthe server no longer has the WAL this directory needs next: the archive "
+        f"has a gap from {format_lsn(received)} to the oldest WAL the server still keeps.  "
+        "Receiving resumes from there only with a new base backup to restore from; to keep "
+        "this from happening, stream with a replication slot (-S)")
 
 
 def _check_switch(next_tli: tuple[int, int], timeline: int, stop_lsn: int) -> None:
@@ -348,9 +441,15 @@ def receive_to_directory(
 ) -> ReceiveOutcome:
     """Stream into ``options.directory`` until stopped, as pg_receivewal does.
 
-    With *loop* (the default) a lost connection is retried every 5 seconds,
-    forever; without it (``-n``) the first disconnection is returned as
-    :attr:`ReceiveOutcome.DISCONNECTED`.  The first connection's failure is
+    With *loop* (the default) whatever pg_receivewal survives by retrying is
+    logged and retried every 5 seconds, forever (:data:`RETRIED`: a lost or
+    silent connection, a refusal of the server such as a slot in use or
+    missing, a server error mid-stream, a local write or sync error); without
+    it (``-n``) the first of them is logged and returned as
+    :attr:`ReceiveOutcome.DISCONNECTED`.  What walfast cannot trust is
+    raised instead, loop or not: a gap in the stream, an invalid page, a
+    malformed message, another cluster's directory, an impossible timeline,
+    a ``.partial`` of the wrong size.  The first connection's failure is
     raised either way (as pg_receivewal exits when it cannot connect at all).
 
     Once the first connection succeeded the directory is claimed
@@ -360,7 +459,9 @@ def receive_to_directory(
     """
     # As pg_receivewal's main(): only a failure of the very first connection
     # is fatal; once connected, errors end the session like a disconnection.
-    conn: psycopg.Connection | None = connect(conninfo, application_name=application_name)
+    conn: psycopg.Connection | None = connect(
+        conninfo, application_name=application_name,
+        default_connect_timeout=_connect_timeout(options))
     waldir = options.wal_directory()
     try:
         assert conn is not None
@@ -380,8 +481,14 @@ def receive_to_directory(
                 outcome = stream_once(conninfo, options, should_stop=should_stop,
                                       application_name=application_name, conn=conn,
                                       state=state, waldir=waldir)
-            except (psycopg.OperationalError, ConnectionLostError) as e:
-                log.error("%s", libpq_error_text(e))
+            except RETRIED as e:
+                if isinstance(e, NEVER_RETRIED):
+                    raise
+                log.error("%s", describe(e))
+                if isinstance(e, OSError):
+                    # A failed write or sync leaves the open file's content in
+                    # doubt: stream it again from its segment start.
+                    waldir.distrust_partials()
                 outcome = ReceiveOutcome.DISCONNECTED
             conn = None
             if outcome is not ReceiveOutcome.DISCONNECTED or not loop:

@@ -2,10 +2,12 @@
 
 It does the least a correct receiver must: parse whole CopyData payloads with
 :mod:`struct`, insist on contiguous dataStart, and place the bytes into
-per-segment ``bytearray``s.  No mmap, no syncing, no page checks, no speed.
-:meth:`files` returns what the directory must contain afterwards: completed
-segments under their final name, the incomplete one as ``NAME.partial``
-(full-size, zeros after the last byte received).
+per-segment ``bytearray``s.  No mmap, no syncing, no speed, and no page
+checks beyond one rule: the bytes of a page header that has not arrived
+whole are not written (a header is checked before any byte of it reaches a
+file).  :meth:`files` returns what the directory must contain afterwards:
+completed segments under their final name, the incomplete one as
+``NAME.partial`` (full-size, zeros after the last byte written).
 """
 
 from __future__ import annotations
@@ -13,9 +15,16 @@ from __future__ import annotations
 import struct
 
 
+#: Bytes of a page header that must be there before it can be checked: up to
+#: xlp_rem_len for a short header, up to xlp_xlog_blcksz for a long one.
+SHORT_HEADER_CHECKED, LONG_HEADER_CHECKED = 20, 40
+
+
 class ReferenceReceiver:
-    def __init__(self, *, segment_size: int, timeline: int, start_lsn: int) -> None:
+    def __init__(self, *, segment_size: int, timeline: int, start_lsn: int,
+                 page_size: int = 8192) -> None:
         self.segment_size = segment_size
+        self.page_size = page_size
         self.timeline = timeline
         self.write_lsn = start_lsn
         self.segments: dict[int, bytearray] = {}
@@ -50,8 +59,19 @@ class ReferenceReceiver:
         per_id = (1 << 32) // self.segment_size
         return f"{self.timeline:08X}{segno // per_id:08X}{segno % per_id:08X}"
 
+    def written_lsn(self) -> int:
+        """Where the written bytes end: the bytes received, less a page
+        header at the end that has not arrived whole."""
+        page = self.write_lsn - self.write_lsn % self.page_size
+        need = LONG_HEADER_CHECKED if page % self.segment_size == 0 else SHORT_HEADER_CHECKED
+        return page if self.write_lsn - page < need else self.write_lsn
+
     def files(self) -> dict[str, bytes]:
         current = self.write_lsn // self.segment_size
+        held = self.write_lsn - self.written_lsn()
+        if held:
+            segno, off = divmod(self.written_lsn(), self.segment_size)
+            self.segments[segno][off:off + held] = bytes(held)
         out = {}
         for segno, data in self.segments.items():
             name = self.file_name(segno)

@@ -46,8 +46,8 @@ from typing import TYPE_CHECKING
 
 from walfast import __version__
 from walfast.cli.compress_option import parse_compress_option
-from walfast.cli.usage import UsageError, print_usage_error
-from walfast.errors import ServerRefusedError, WalfastError, libpq_error_text
+from walfast.cli.usage import UsageError, parse_size, print_usage_error
+from walfast.errors import ServerRefusedError, WalfastError, describe, libpq_error_text
 from walfast.log import NOTICE
 from walfast.waldir.codecs import CompressionSpec
 
@@ -119,6 +119,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("if-not-exists", None, False),
     Option("synchronous", None, False),
     Option("no-sync", None, False),
+    # walfast's addition, in both front ends (no pg_receivewal option starts
+    # with "re", so every abbreviation of theirs stays unambiguous).
+    Option("receive-timeout", None, True),
+    Option("min-free", None, True),
 )
 
 #: ``walfast receive`` also takes walfast's own options (walfast-receivewal
@@ -274,6 +278,11 @@ class ReceiveWalArgs:
     #: 0 (the default) only if the server asks; the last of -w/-W wins.
     password_prompt: int = 0
     status_interval: int = 10
+    #: --receive-timeout: seconds without a message before the connection
+    #: counts as lost (walfast only; 0: never)
+    receive_timeout: int = 60
+    #: --min-free: bytes a new segment file must leave free (walfast only)
+    min_free: int = 0
     slot: str | None = None
     verbose: bool = False
     compress: str = "none"
@@ -300,6 +309,14 @@ class ReceiveWalArgs:
         elif opt.name == "status-interval":
             self.status_interval = parse_int_option(
                 value, "-s/--status-interval", 0, 2147483647 // 1000)
+        elif opt.name == "receive-timeout":
+            self.receive_timeout = parse_int_option(
+                value, "--receive-timeout", 0, 2147483647 // 1000)
+        elif opt.name == "min-free":
+            try:
+                self.min_free = parse_size(value)
+            except ValueError as e:
+                raise UsageError(f"--min-free: {e}", hint=False) from None
         else:
             setattr(self, opt.name.replace("-", "_"), value)
 
@@ -432,6 +449,10 @@ Optional actions:
 
 This is walfast {version}, a drop-in replacement for pg_receivewal.
 METHOD is gzip, lz4, zstd (walfast only: files named *.zst) or none.
+walfast also takes --receive-timeout=SECS: a connection the server left
+silent that long counts as lost (default: 60, 0: never); and
+--min-free=SIZE: receiving pauses (the connection kept) instead of creating
+a segment file that would leave less free space (default: 0, until full).
 """
 
 
@@ -586,17 +607,15 @@ def run(args: ReceiveWalArgs, fe: Frontend) -> int:
             directory=Path(args.directory), slot=args.slot, synchronous=args.synchronous,
             status_interval=float(args.status_interval), sync=not args.no_sync,
             endpos=args.endpos, compression=args.compression,
+            receive_timeout=float(args.receive_timeout), min_free=args.min_free,
         )
         with ReceiveExtras(options.directory, args.metrics_address, args.no_progress
                            or not fe.walfast_options):
             outcome = receive_to_directory(conninfo, options, should_stop=stop,
                                            loop=not args.no_loop,
                                            application_name=fe.application_name)
-    except psycopg.Error as e:
-        log.error("%s", libpq_error_text(e))
-        return 1
-    except (WalfastError, OSError) as e:
-        log.error("%s", e)
+    except (psycopg.Error, WalfastError, OSError) as e:
+        log.error("%s", describe(e))
         return 1
     if outcome is ReceiveOutcome.DISCONNECTED:
         log.error("disconnected")

@@ -12,10 +12,15 @@ printing argparse's own usage block.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from typing import NoReturn
 
-__all__ = ["ArgumentParser", "UsageError", "print_usage_error"]
+__all__ = ["ArgumentParser", "UsageError", "parse_size", "print_usage_error"]
+
+_SIZE_UNITS = {"": 1, "b": 1, "bytes": 1, "kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30,
+               "tb": 1 << 40}
+_SIZE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*")
 
 
 class UsageError(Exception):
@@ -51,3 +56,14 @@ def print_usage_error(err: UsageError, *, progname: str, command: str,
     if err.hint:
         print(f'{progname}: hint: Try "{command} --help" for more information.', file=sys.stderr)
     return 1
+
+
+def parse_size(text: str) -> int:
+    """Bytes of ``"10GB"``, ``"512 MB"``, ``"1024kB"`` or a bare byte count
+    (PostgreSQL's units, case-insensitive), for options that take a size.
+    Raises ValueError."""
+    m = _SIZE_RE.fullmatch(text)
+    if m is None or m.group(2).lower() not in _SIZE_UNITS:
+        raise ValueError(f'invalid size "{text}": expected a number with an optional unit '
+                         f"(bytes, kB, MB, GB, TB)")
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])

@@ -13,7 +13,6 @@ host names and slot names; expose them wider on purpose, with HOST:PORT).
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 from collections.abc import Iterator
@@ -32,12 +31,13 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from walfast.errors import WalfastError
+from walfast.log import get_logger
 from walfast.monitor.progress import FLUSH_BUCKETS_US, STATES, ProgressStateError, read_progress
 
 __all__ = ["PREFIX", "MetricsServer", "ProgressCollector", "parse_address"]
 
 PREFIX = "walfast_wal_receiver"
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class ProgressCollector(Collector):
@@ -88,10 +88,18 @@ class ProgressCollector(Collector):
                     seconds(s.last_msg_send_time))
         yield gauge("last_msg_receipt_time_seconds", "Receipt time of the latest message "
                     "(Unix time)", seconds(s.last_msg_receipt_time))
-        yield gauge("lag_bytes", "Bytes between the written WAL and the server's latest walEnd",
-                    s.lag_bytes)
-        yield gauge("lag_seconds", "Seconds behind the server (see walfast.monitor.progress)",
-                    s.lag_seconds())
+        # Not known while the server is silent or receiving is paused: NaN,
+        # never a reassuring 0.
+        nan = float("nan")
+        yield gauge("lag_bytes", "Bytes between the written WAL and the server's latest walEnd "
+                    "(NaN while the server is silent or receiving is paused)",
+                    s.lag_bytes if s.lag_known else nan)
+        yield gauge("lag_seconds", "Seconds behind the server (see walfast.monitor.progress; "
+                    "NaN while the server is silent or receiving is paused)",
+                    s.lag_seconds() if s.lag_known else nan)
+        silence = s.silence_seconds()
+        yield gauge("silence_seconds", "Seconds since the last message from the server",
+                    nan if silence is None else silence)
         yield gauge("segment_size_bytes", "WAL segment size of the server", s.segment_size)
         yield counter("messages", "CopyData messages received", s.messages)
         yield counter("received_bytes", "WAL bytes received", s.wal_bytes)

@@ -76,9 +76,10 @@ __all__ = [
 MAGIC: bytes = _core.PROGRESS_MAGIC
 VERSION: int = _core.PROGRESS_VERSION
 SIZE: int = _core.PROGRESS_SIZE
-#: State names by value (pg_stat_wal_receiver's status words).
-STATES = ("starting", "streaming", "waiting", "stopping", "stopped")
-STARTING, STREAMING, WAITING, STOPPING, STOPPED = range(5)
+#: State names by value (pg_stat_wal_receiver's status words, and walfast's
+#: silent and paused).
+STATES: tuple[str, ...] = _core.PROGRESS_STATES
+STARTING, STREAMING, WAITING, STOPPING, STOPPED, SILENT, PAUSED = range(len(STATES))
 #: Upper bounds of the flush-latency histogram buckets, microseconds (then +Inf).
 FLUSH_BUCKETS_US: tuple[int, ...] = _core.PROGRESS_FLUSH_BUCKETS_US
 
@@ -155,8 +156,25 @@ class ProgressSnapshot:
         return self.state if self.running else "not running"
 
     @property
+    def lag_known(self) -> bool:
+        """Whether the lag can be told: not while the server is silent (its
+        WAL may have moved on unseen) or receiving is paused (the messages
+        waiting unread say how far)."""
+        return self.state not in ("silent", "paused")
+
+    def silence_seconds(self, now: float | None = None) -> float | None:
+        """Seconds since the last message from the server (for a receiver
+        that is not running, as of its last update); None before any."""
+        if self.last_msg_receipt_time is None:
+            return None
+        if now is None:
+            now = time.time() if self.running else (self.update_time or time.time())
+        return max(0.0, now - self.last_msg_receipt_time)
+
+    @property
     def lag_bytes(self) -> int:
-        """How far the written WAL is behind the primary's latest walEnd."""
+        """How far the written WAL is behind the primary's latest walEnd
+        (as last heard: see :attr:`lag_known`)."""
         return max(0, self.latest_end_lsn - self.written_lsn)
 
     def lag_seconds(self, now: float | None = None) -> float:
@@ -187,8 +205,10 @@ class ProgressSnapshot:
         out["status"] = self.status
         for name in ("receive_start_lsn", "written_lsn", "flushed_lsn", "latest_end_lsn"):
             out[name.replace("_lsn", "_lsn_text")] = format_lsn(getattr(self, name))
-        out["lag_bytes"] = self.lag_bytes
-        out["lag_seconds"] = self.lag_seconds()
+        out["lag_known"] = self.lag_known
+        out["lag_bytes"] = self.lag_bytes if self.lag_known else None
+        out["lag_seconds"] = self.lag_seconds() if self.lag_known else None
+        out["silence_seconds"] = self.silence_seconds()
         out["flush_buckets"] = list(self.flush_buckets)
         return out
 

@@ -94,9 +94,9 @@ def format_status(s: ProgressSnapshot, directory: str) -> str:
         ("flushed", flushed),
         ("primary's WAL end", f"{format_lsn(s.latest_end_lsn)} (advanced "
                               f"{_utc(s.latest_end_time)})"),
-        ("behind", f"{format_size(s.lag_bytes)}, {s.lag_seconds():.3f} s"),
+        ("behind", _behind(s)),
         ("last message", f"sent {_utc(s.last_msg_send_time)}, "
-                         f"received {_utc(s.last_msg_receipt_time)}"),
+                         f"received {_utc(s.last_msg_receipt_time)}{_ago(s)}"),
         ("segment size", format_size(s.segment_size)),
         ("slot", s.slot_name or "(none)"),
         ("sender", sender or "(not connected yet)"),
@@ -109,6 +109,22 @@ def format_status(s: ProgressSnapshot, directory: str) -> str:
     ]
     head = f'walfast receiver in "{directory}": {s.status} (pid {s.pid})'
     return "\n".join([head] + [f"  {k:<19} {v}" for k, v in rows])
+
+
+def _ago(s: ProgressSnapshot) -> str:
+    silence = s.silence_seconds()
+    return "" if silence is None else f" ({silence:.1f} s ago)"
+
+
+def _behind(s: ProgressSnapshot) -> str:
+    """The lag, or why it cannot be told (never "0 bytes" for a server that
+    stopped talking)."""
+    if s.state == "silent":
+        return (f"unknown: no message from the server for {s.silence_seconds() or 0:.1f} s "
+                f"(a reply was asked for; the connection is given up at the receive timeout)")
+    if s.state == "paused":
+        return "unknown: receiving is paused (no space for the next segment file)"
+    return f"{format_size(s.lag_bytes)}, {s.lag_seconds():.3f} s"
 
 
 def _err(message: str) -> None:

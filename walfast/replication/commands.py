@@ -34,8 +34,9 @@ Rules that every function here follows:
 
 from __future__ import annotations
 
-import logging
 import re
+import select
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,7 @@ from psycopg import pq
 from walfast.errors import (
     ConnectionLostError, ProtocolError, ServerMismatchError, ServerRefusedError, WalfastError,
 )
+from walfast.log import get_logger
 from walfast.lsn import (
     format_lsn,
     history_file_name,
@@ -78,7 +80,7 @@ __all__ = [
     "wal_segment_size",
 ]
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: ``SHOW wal_segment_size`` needs a PostgreSQL 10 walsender.
 MIN_SERVER_VERSION = 100000
@@ -662,7 +664,8 @@ def start_replication(
     raise ServerRefusedError(f'could not send replication command "START_REPLICATION": {msg}')
 
 
-def end_copy(pgconn: pq.abc.PGconn, *, server_ended: bool = False) -> tuple[int, int] | None:
+def end_copy(pgconn: pq.abc.PGconn, *, server_ended: bool = False,
+             timeout: float | None = None) -> tuple[int, int] | None:
     """Finish the COPY after the server or we ended it.
 
     *server_ended*: libpq's PQgetCopyData returned -1.  Then, as
@@ -671,14 +674,24 @@ def end_copy(pgconn: pq.abc.PGconn, *, server_ended: bool = False) -> tuple[int,
     shutting down sends CommandComplete without CopyDone, and libpq has no
     COPY left to end.
 
+    *timeout*: wait at most that many seconds for the server's side of the
+    ending (for a stop: a silent server may never answer); past it, give up
+    and return None (the caller closes the connection).  None waits as long
+    as it takes.
+
     Returns ``(next_timeline, switch_lsn)`` when the server ended the
     timeline, None when it ended the stream (shutdown) or we stopped.
     """
     next_tli: tuple[int, int] | None = None
+    deadline = None if timeout is None else time.monotonic() + timeout
+    if deadline is not None:
+        pgconn.nonblocking = 1      # a full send buffer must not block the stop either
     if not server_ended:
         pgconn.put_copy_end()
         pgconn.flush()
     while True:
+        if not _wait_for_result(pgconn, deadline):
+            return None
         res = pgconn.get_result()
         if res is None:
             return next_tli
@@ -690,9 +703,11 @@ def end_copy(pgconn: pq.abc.PGconn, *, server_ended: bool = False) -> tuple[int,
         elif status == pq.ExecStatus.COPY_OUT or status == pq.ExecStatus.COPY_BOTH:
             # We sent CopyDone first: drain what the server still sends.
             while True:
-                n, _ = pgconn.get_copy_data(0)
+                n, _ = pgconn.get_copy_data(1)
                 if n < 0:
                     break
+                if n == 0 and not _wait_readable(pgconn, deadline):
+                    return None
         elif status == pq.ExecStatus.TUPLES_OK:
             next_tli = _parse_next_timeline(res)
         elif status == pq.ExecStatus.COMMAND_OK and next_tli is None:
@@ -706,6 +721,28 @@ def end_copy(pgconn: pq.abc.PGconn, *, server_ended: bool = False) -> tuple[int,
             # was terminated): a lost connection, retried like one.
             msg = res.error_message.decode(errors="replace").strip()
             raise ConnectionLostError(f"unexpected termination of replication stream: {msg}")
+
+
+def _wait_readable(pgconn: pq.abc.PGconn, deadline: float | None) -> bool:
+    """Wait until the socket has bytes (then read them into libpq); False
+    once *deadline* (time.monotonic) passed.  No deadline: wait forever."""
+    left = None if deadline is None else deadline - time.monotonic()
+    if left is not None and left <= 0:
+        return False
+    readable, _, _ = select.select([pgconn.socket], [], [], left)
+    if readable:
+        pgconn.consume_input()
+    return True
+
+
+def _wait_for_result(pgconn: pq.abc.PGconn, deadline: float | None) -> bool:
+    """Wait until get_result() would not block; False once *deadline* passed."""
+    if deadline is None:
+        return True                 # get_result() itself waits
+    while pgconn.is_busy():
+        if not _wait_readable(pgconn, deadline):
+            return False
+    return True
 
 
 def _parse_next_timeline(res: pq.abc.PGresult) -> tuple[int, int]:

@@ -15,7 +15,6 @@ its function pointers from the very library psycopg loaded
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any
 
@@ -23,10 +22,11 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from walfast.errors import ServerMismatchError
+from walfast.log import get_logger
 
 __all__ = ["connect", "load_engine_libpq", "psycopg_libpq_path"]
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: Values of the ``replication`` connection parameter meaning "physical".
 _PHYSICAL_REPLICATION_VALUES = frozenset({"true", "on", "yes", "1"})
@@ -41,6 +41,7 @@ def connect(
     password: str | None = None,
     application_name: str | None = "walfast",
     connect_timeout: int | str | None = None,
+    default_connect_timeout: int | None = None,
 ) -> psycopg.Connection[Any]:
     """Open a physical-replication connection, as pg_receivewal's ``GetConnection``.
 
@@ -69,6 +70,10 @@ def connect(
     a ``with conn:`` block would send ``COMMIT`` in the middle of the COPY and
     fail with "another command is already in progress".
 
+    *default_connect_timeout* is used only when neither the conninfo nor
+    ``PGCONNECT_TIMEOUT`` sets one (libpq's own default waits forever, and a
+    receiver left alone must not hang on a path that swallows packets).
+
     Raises :class:`~walfast.errors.ServerMismatchError` (after closing the
     connection) if the server's ``integer_datetimes`` is not ``on``.
     Connection failures propagate as ``psycopg.OperationalError``, a bad
@@ -96,6 +101,9 @@ def connect(
             params[key] = value
     if application_name is not None:
         params.setdefault("fallback_application_name", application_name)
+    if default_connect_timeout and "connect_timeout" not in params \
+            and not os.environ.get("PGCONNECT_TIMEOUT"):
+        params["connect_timeout"] = default_connect_timeout
     params["dbname"] = "replication"
     params["replication"] = "true"
 

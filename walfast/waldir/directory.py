@@ -51,16 +51,21 @@ class WalDirectory:
 
     *sync* False is ``--no-sync`` (no fsync of anything); *compression* the
     ``-Z`` method of new segment files (None: plain files).  Nothing is
-    read or written until :meth:`claim` or :meth:`open`.
+    read or written until :meth:`claim` or :meth:`open`.  *min_free*
+    (``--min-free``): a new segment file is not created while that would
+    leave fewer bytes free (the receive loop pauses instead, as on a full
+    disk).
     """
 
     def __init__(self, path: StrPath, *, sync: bool = True,
-                 compression: CompressionSpec | None = None) -> None:
+                 compression: CompressionSpec | None = None, min_free: int = 0) -> None:
         self.path = Path(path)
         self.sync = sync
         self.compression = compression
+        self.min_free = min_free
         self._facts: ServerFacts | None = None
         self._untrusted_through: int | None = None
+        self._distrusted = False
 
     def __repr__(self) -> str:
         return f"WalDirectory({str(self.path)!r})"
@@ -121,13 +126,20 @@ class WalDirectory:
         """
         facts = self.facts
         found = scan.find_streaming_start(self.path, facts.segment_size)
-        if found is None or self.compression is not None:
+        if found is None or self.compression is not None or self._distrusted:
             return found
         lsn, timeline = found
         return resume.resume_position(
             self.path, lsn, timeline, segment_size=facts.segment_size,
             page_size=facts.block_size, system_identifier=facts.system_identifier,
             untrusted_through=self._untrusted_through), timeline
+
+    def distrust_partials(self) -> None:
+        """From now on, resume ``.partial`` files from their segment start, as
+        pg_receivewal does: after a failed write or sync the page cache may
+        show bytes the disk never got (a failed fsync can leave them clean
+        but lost), so only rewriting the whole segment makes it durable."""
+        self._distrusted = True
 
     # ---- history files ------------------------------------------------------------
 
@@ -152,21 +164,26 @@ class WalDirectory:
 
         facts = self.facts
         spec = self.compression
-        sink = _core.ChunkQueue() if spec is not None else None
+        sink: _core.WalSink
+        if spec is not None:
+            sink = queue = _core.ChunkQueue()
+        else:
+            sink = _core.SegmentFiles(
+                self.path, timeline=timeline, segment_size=facts.segment_size, sync=self.sync,
+                file_mode=facts.file_mode, zero_fill=zero_fill, min_free=self.min_free)
         writer = _core.SegmentWriter(
             self.path, timeline=timeline, start_lsn=start_lsn,
             segment_size=facts.segment_size, system_identifier=facts.system_identifier,
             page_size=facts.block_size, sync=self.sync, file_mode=facts.file_mode,
-            sink=sink, sink_suffix=spec.suffix if spec is not None else "",
-            zero_fill=zero_fill)
+            sink=sink, sink_suffix=spec.suffix if spec is not None else "")
         if stop_lsn is not None:
             writer.stop_lsn = stop_lsn
         worker = None
-        if spec is not None and sink is not None:
+        if spec is not None:
             from walfast.waldir.compressor import CompressWorker
 
             worker = CompressWorker(
-                sink, self.path, spec, timeline=timeline, segment_size=facts.segment_size,
+                queue, self.path, spec, timeline=timeline, segment_size=facts.segment_size,
                 sync=self.sync, file_mode=facts.file_mode).start()
         return SegmentOutput(writer, worker)
 
@@ -255,4 +272,7 @@ def check_directory(path: StrPath) -> None:
         # the standard library raises for the same failure.
         raise OSError(exc.errno or errno.EIO, os.strerror(exc.errno or errno.EIO), p) from None
     if not os.access(p, os.R_OK | os.W_OK | os.X_OK):
-        raise OSError(errno.EACCES, os.strerror(errno.EACCES), p)
+        # access() says no without saying why: a read-only file system is
+        # not a permission problem, and must not be reported as one.
+        err = errno.EROFS if os.statvfs(p).f_flag & os.ST_RDONLY else errno.EACCES
+        raise OSError(err, os.strerror(err), p)

@@ -9,7 +9,9 @@ that is not segment data).
   walfast's own state records.
 
 Errors are :class:`OSError` subclasses carrying ``errno`` and ``filename``,
-as the standard library raises them.  With ``sync=False`` (``--no-sync``)
+as the standard library raises them; their ``strerror`` says what failed
+(``could not write file: No space left on device``), which
+:func:`walfast.errors.describe` words as PostgreSQL does.  With ``sync=False`` (``--no-sync``)
 the same steps run without any fsync.
 """
 
@@ -20,10 +22,16 @@ import os
 from pathlib import Path
 from typing import Union
 
-__all__ = ["StrPath", "durable_rename", "fsync_dir", "write_file_durably"]
+__all__ = ["StrPath", "durable_rename", "fsync_dir", "os_error", "write_file_durably"]
 
 StrPath = Union[str, "os.PathLike[str]"]
 
+
+
+def os_error(exc: OSError, what: str, path: StrPath) -> OSError:
+    """*exc* again, saying what failed on which file (the standard
+    library's OSError subclass for its errno)."""
+    return OSError(exc.errno, f"{what}: {exc.strerror}", os.fspath(path))
 
 
 def _fsync_path(path: StrPath, *, is_dir: bool) -> None:
@@ -37,7 +45,8 @@ def _fsync_path(path: StrPath, *, is_dir: bool) -> None:
             # fsync a directory; that is not an error.
             if is_dir and exc.errno in (errno.EBADF, errno.EINVAL):
                 return
-            raise OSError(exc.errno, exc.strerror, os.fspath(path)) from None
+            raise os_error(exc, f"could not fsync {'directory' if is_dir else 'file'}",
+                           path) from None
     finally:
         os.close(fd)
 
@@ -64,7 +73,10 @@ def durable_rename(
         directory = Path(dst).parent
     if sync:
         _fsync_path(src, is_dir=False)
-    os.replace(src, dst)
+    try:
+        os.replace(src, dst)
+    except OSError as exc:
+        raise os_error(exc, "could not rename file", src) from None
     if sync:
         fsync_dir(directory)
 
@@ -79,14 +91,17 @@ def write_file_durably(
     Returns its path; an ``OSError`` names the file that failed."""
     final = Path(directory) / name
     tmp = Path(directory) / (name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        raise os_error(exc, "could not create file", tmp) from None
     try:
         try:
             view = memoryview(content)
             while view:
                 view = view[os.write(fd, view):]
         except OSError as exc:
-            raise OSError(exc.errno, exc.strerror, os.fspath(tmp)) from None
+            raise os_error(exc, "could not write file", tmp) from None
         finally:
             os.close(fd)
         durable_rename(tmp, final, directory, sync=sync)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import logging
 import os
 from pathlib import Path
 from typing import Union
@@ -39,8 +38,6 @@ __all__ = [
     "BOOT", "IDENTITY", "LEGACY_FILES", "PROGRESS", "STATE_DIR", "STATE_FILES",
     "dir_mode_for", "ensure_state_dir", "migrate_legacy_files", "state_dir", "state_file",
 ]
-
-log = logging.getLogger(__name__)
 
 StrPath = Union[str, "os.PathLike[str]"]
 
@@ -84,9 +81,14 @@ def ensure_state_dir(directory: StrPath, *, file_mode: int = 0o600, sync: bool =
     except FileExistsError:
         if not path.is_dir():
             raise NotADirectoryError(
-                errno.ENOTDIR, f'"{path}" exists and is not a directory: walfast keeps its '
-                f"state there; move it away", str(path)) from None
+                errno.ENOTDIR, "could not create walfast's state directory: it exists and is "
+                "not a directory (walfast keeps its state there; move it away)",
+                str(path)) from None
         return path
+    except OSError as exc:
+        from walfast.waldir.durable import os_error
+
+        raise os_error(exc, "could not create directory", path) from None
     os.chmod(path, dir_mode_for(file_mode))      # mkdir's mode is masked by the umask
     if sync:
         from walfast.waldir.durable import fsync_dir
@@ -131,6 +133,7 @@ def migrate_legacy_files(directory: StrPath, *, file_mode: int = 0o600,
         raise BlockingIOError(
             errno.EWOULDBLOCK, f'an earlier walfast receiver is writing into "{directory}" (it '
             f'holds "{old_progress}"); stop it or use another directory', str(old_progress))
+    from walfast.log import get_logger
     from walfast.waldir.durable import durable_rename, fsync_dir
 
     target = ensure_state_dir(directory, file_mode=file_mode, sync=sync)
@@ -140,7 +143,8 @@ def migrate_legacy_files(directory: StrPath, *, file_mode: int = 0o600,
             os.unlink(directory / name)
         else:
             durable_rename(directory / name, new, target, sync=sync)
-        log.info('moved walfast\'s own "%s" out of the WAL directory into "%s"', name, target)
+        get_logger(__name__).info(
+            'moved walfast\'s own "%s" out of the WAL directory into "%s"', name, target)
     if sync:
         fsync_dir(directory)        # the old names are gone for good
     return present

@@ -61,13 +61,13 @@ trusted like the receiver's own, up to their last valid page header.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import stat
 from pathlib import Path
 
 from walfast import _core
 from walfast.errors import partial_size_error
+from walfast.log import get_logger
 from walfast.lsn import format_lsn, parse_segment_file_name, segment_file_name
 from walfast.waldir import layout
 from walfast.waldir.durable import StrPath, write_file_durably
@@ -79,7 +79,7 @@ __all__ = [
     "resume_position",
 ]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 

@@ -9,17 +9,17 @@ are skipped with a warning, as pg_receivewal does.
 
 from __future__ import annotations
 
-import logging
 import os
 import stat
 
+from walfast.log import get_logger
 from walfast.lsn import is_valid_segment_size, parse_wal_file_name
 from walfast.waldir.codecs import DecodeError, decoded_length
 from walfast.waldir.durable import StrPath
 
 __all__ = ["find_streaming_start"]
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: Compression suffix -> (method, its name in messages, the Python package).
 _METHODS = {".lz4": ("lz4", "LZ4", "lz4"), ".zst": ("zstd", "ZSTD", "zstandard")}

@@ -30,6 +30,7 @@ max_wal_senders), because the SQL items then tell why.
 psycopg is imported only when a connection is made.
 """
 
+from walfast.cli.usage import parse_size
 from walfast.monitor.check.command import CheckOptions, format_report, main, run_checks
 from walfast.monitor.check.items import (
     check_behind, check_connection, check_directory, check_disk, check_receiver, check_role,
@@ -41,7 +42,7 @@ from walfast.monitor.check.probes import (
     slot_query,
 )
 from walfast.monitor.check.results import (
-    CheckResult, SizeLimit, Status, Thresholds, overall, parse_size,
+    CheckResult, SizeLimit, Status, Thresholds, overall,
 )
 
 __all__ = [

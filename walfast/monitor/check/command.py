@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from walfast.cli.usage import ArgumentParser, UsageError, print_usage_error
+from walfast.cli.usage import ArgumentParser, UsageError, parse_size, print_usage_error
 from walfast.errors import WalfastError
 from walfast.lsn import MAX_SEGMENT_SIZE
 from walfast.monitor.check.items import (
@@ -21,7 +21,7 @@ from walfast.monitor.check.probes import (
     SqlProbe, disk_usage, probe_replication, probe_sql, read_receiver, settled,
 )
 from walfast.monitor.check.results import (
-    CheckResult, SizeLimit, Status, Thresholds, one_line, overall, parse_size,
+    CheckResult, SizeLimit, Status, Thresholds, one_line, overall,
 )
 from walfast.monitor.progress import ProgressSnapshot
 from walfast.waldir.identity import read_identity

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from walfast.cli.usage import parse_size
 from walfast.errors import libpq_error_text
 
 class Status(enum.IntEnum):
@@ -62,20 +63,7 @@ def not_checked(name: str, why: str) -> CheckResult:
 # thresholds
 # --------------------------------------------------------------------------- #
 
-_SIZE_UNITS = {"": 1, "b": 1, "bytes": 1, "kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30,
-               "tb": 1 << 40}
-_SIZE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*")
 _PERCENT_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*%\s*")
-
-
-def parse_size(text: str) -> int:
-    """Bytes of ``"10GB"``, ``"512 MB"``, ``"1024kB"`` or a bare byte count
-    (PostgreSQL's units, case-insensitive).  Raises ValueError."""
-    m = _SIZE_RE.fullmatch(text)
-    if m is None or m.group(2).lower() not in _SIZE_UNITS:
-        raise ValueError(f'invalid size "{text}": expected a number with an optional unit '
-                         f"(bytes, kB, MB, GB, TB)")
-    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
 
 
 @dataclass(frozen=True)
