@@ -1064,6 +1064,28 @@ def server_rules(sc: Scenario) -> tuple[int, int, int] | None:
     return sysid, seg, blk
 
 
+def _start_position(sc: Scenario, slot: bool) -> int | None:
+    """Where a receiver with an empty directory starts: the slot's
+    restart_lsn (READ_REPLICATION_SLOT), else the server's xlogpos
+    (IDENTIFY_SYSTEM), at its segment's start; None when the replies do not
+    say."""
+    facts = server_rules(sc)
+    if facts is None:
+        return None
+    lsn = None
+    if slot:
+        text = _value(sc.replies.get("READ_REPLICATION_SLOT"), 0, 1)
+        lsn = _parse_lsn(text)
+    if lsn is None:
+        lsn = _parse_lsn(_value(sc.replies.get("IDENTIFY_SYSTEM"), 0, 2))
+    return None if lsn is None else lsn - lsn % facts[1]
+
+
+def _parse_lsn(text: str | None) -> int | None:
+    m = re.fullmatch(r"\s*([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})\s*", text or "")
+    return None if m is None else int(m.group(1), 16) << 32 | int(m.group(2), 16)
+
+
 def lenient_rules(sc: Scenario) -> tuple[int, int, int] | None:
     """The same, parsed as leniently as Python's int() (to check the files
     of a receiver that streamed with values :func:`server_rules` refuses);
@@ -1342,6 +1364,11 @@ def check_case(fc: FuzzCase, sc: Scenario, records: list[ConnectionRecord], run:
             truths[k, copy.stream] = replay(bytes(copy.sent), Rules(tli or 1, seg, blk, sysid),
                                             lsn, fc.draft.endpos)
     reached = any(t.endpos_reached for t in truths.values())
+    if fc.draft.endpos is not None and not any(rec.copies for rec in records):
+        # Already past --endpos where streaming would start: as pg_receivewal,
+        # stop before START_REPLICATION (exit 0, nothing written).
+        start = _start_position(sc, fc.draft.slot is not None)
+        reached = start is not None and fc.draft.endpos < start
     if run.rc == 0 and not reached:
         find("exit-0-not-at-endpos", f"exit status 0; streams ended: "
                                       f"{[t.ended for t in truths.values()]}")
