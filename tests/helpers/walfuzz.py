@@ -1066,14 +1066,15 @@ def server_rules(sc: Scenario) -> tuple[int, int, int] | None:
 
 def _start_position(sc: Scenario, slot: bool) -> int | None:
     """Where a receiver with an empty directory starts: the slot's
-    restart_lsn (READ_REPLICATION_SLOT), else the server's xlogpos
-    (IDENTIFY_SYSTEM), at its segment's start; None when the replies do not
-    say."""
+    restart_lsn (READ_REPLICATION_SLOT, which servers from 15 on have),
+    else the server's xlogpos (IDENTIFY_SYSTEM), at its segment's start;
+    None when the replies do not say."""
     facts = server_rules(sc)
     if facts is None:
         return None
     lsn = None
-    if slot:
+    version = re.match(r"(\d+)", sc.parameters.get("server_version", ""))
+    if slot and version is not None and int(version.group(1)) >= 15:
         text = _value(sc.replies.get("READ_REPLICATION_SLOT"), 0, 1)
         lsn = _parse_lsn(text)
     if lsn is None:
