@@ -28,13 +28,16 @@ import pytest
 
 from helpers import wal_synth
 from helpers.fakewalsender import (
-    AwaitStatus, ConnectionRecord, CopyData, CopyRecord, FakeWalsender, Linger, Scenario, StatusUpdate, Stream,
-    standard_replies,
+    AwaitStatus, ConnectionRecord, CopyData, CopyRecord, FakeWalsender, Linger, Scenario,
+    StatusUpdate, Stream, standard_replies,
 )
 from helpers.walfuzz import (
     FINDING_KINDS, MUTATIONS, CaseResult, FuzzCase, Rules, RunResult, check_case, make_case,
     replay, run_cases, run_cli,
 )
+
+#: The whole module takes half a minute to a minute (the 1,000 cases).
+pytestmark = pytest.mark.slow
 
 SEED = 20261201
 CASES = 1000

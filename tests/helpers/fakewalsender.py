@@ -96,13 +96,13 @@ from dataclasses import dataclass, field
 from typing import Union
 
 __all__ = [
-    "AwaitStatus", "Close", "Column", "CommandOK", "ConnectionRecord", "CopyData", "CopyRecord",
-    "DEFAULT_PARAMETERS", "EndCopy", "INT4OID", "INT8OID", "TEXTOID", "Error", "FakeWalsender", "HotStandbyFeedback", "Linger",
-    "Raw", "ResultSet", "Scenario", "StatusUpdate", "Stream", "command_key",
-    "command_complete", "copy_data", "data_row", "error_response", "frame",
+    "DEFAULT_PARAMETERS", "INT4OID", "INT8OID", "TEXTOID", "AwaitStatus", "Close", "Column",
+    "command_complete", "command_key", "CommandOK", "ConnectionRecord", "copy_data", "CopyData",
+    "CopyRecord", "data_row", "EndCopy", "Error", "error_response", "FakeWalsender", "frame",
+    "history_result", "HotStandbyFeedback", "identify_system_result", "Linger",
     "next_timeline_result", "notice_response", "parameter_status", "parse_start_replication",
-    "ready_for_query", "row_description", "history_result", "identify_system_result",
-    "read_slot_result", "show_result", "standard_replies",
+    "Raw", "read_slot_result", "ready_for_query", "ResultSet", "row_description", "Scenario",
+    "show_result", "standard_replies", "StatusUpdate", "Stream",
 ]
 
 # Type OIDs of the columns a walsender sends.
@@ -1062,7 +1062,8 @@ class FakeWalsender:
         with self._lock:
             return list(self._records_by_user.get(user, []))
 
-    def wait_records(self, user: str | None = None, timeout: float = 10.0) -> list[ConnectionRecord]:
+    def wait_records(self, user: str | None = None,
+                     timeout: float = 10.0) -> list[ConnectionRecord]:
         """The records of *user*'s connections (all, for None) once every
         one of them is complete (at most *timeout* seconds)."""
         end = time.monotonic() + timeout

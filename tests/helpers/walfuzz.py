@@ -11,20 +11,49 @@ Three parts, each usable alone:
   streams the next one; the client stops at ``--endpos``) -- then zero to
   two *mutations* from :data:`MUTATIONS` (malformed command results,
   malformed CopyData and frames, page-header faults, gaps, errors and cuts).
-  Everything is drawn from ``random.Random(f"{seed}:{case}")``, so a case is
-  reproduced from its two numbers.
+  Everything is drawn from ``random.Random(f"walfuzz:{seed}:{case}")``,
+  so a case is reproduced from its two numbers.
 * **the oracle** (:func:`check_case`): replays the bytes the server really
   sent in each COPY through a plain reference receiver (:func:`replay`,
   written from the protocol and page-header rules, not from walfast's code)
   to learn which WAL a correct receiver may write and report, then checks
   what walfast did: exit status, messages, the files in its directory and
   every standby status update the server received.  Each violation is a
-  :class:`Finding` of one :data:`FINDING_KINDS` kind.
-* **runners**: one case in this process (:func:`run_case`, the command line's
-  own code, ``walfast.cli.receivewal.run_frontend``, called in the main
-  thread) or as the real ``walfast receive`` command line; and
-  :class:`WorkerPool`, worker processes that each run cases against their
-  own fake walsender, killed and replaced when a case hangs or dies.
+  :class:`Finding` of one :data:`FINDING_KINDS` kind.  Because it judges
+  what was *sent*, a mutation need not say what it should cause.
+* **runners**: :func:`run_case` serves one case from a fake walsender in
+  this process and runs walfast against it in another: an
+  :class:`InprocWorker` (a worker process calling the command line's own
+  code, ``walfast.cli.receivewal.run_frontend``, case after case; killed
+  and replaced after a hang or a death) or the real ``walfast receive``
+  command line (:func:`run_cli`).  :func:`run_cases` runs many, *jobs* at
+  a time.
+
+The mutations (:data:`MUTATIONS`, each a function of the draft and the
+case's generator):
+
+* command results (IDENTIFY_SYSTEM, the SHOWs, READ_REPLICATION_SLOT,
+  TIMELINE_HISTORY, the end-of-timeline row): a value from the pool of its
+  column (:data:`COLUMN_POOLS`: non-integer text, out-of-range numbers,
+  unparseable LSNs, absurd segment and block sizes, another system
+  identifier...), a NULL, the wrong shape (rows, columns, a DataRow longer
+  or shorter than its RowDescription), an error, FATAL, garbage bytes or a
+  closed connection instead of the answer;
+* the startup: ParameterStatus values (server_version, integer_datetimes,
+  client_encoding...), a refusal; the connection cut within the first bytes;
+* CopyData: unknown type bytes, empty, short XLogData, keepalives of the
+  wrong length; frames whose length lies (shorter, longer, below 4),
+  foreign messages, notices and ParameterStatus in the COPY;
+* the stream: dataStart gaps and overlaps, messages dropped, repeated,
+  swapped; absurd walEnd and sendTime; page headers with a wrong magic,
+  flags, timeline, page address or long-header field (and harmless ones:
+  xlp_rem_len, padding); a header split across two messages, then wrong
+  in its second part; flipped bits; zeroed pages (one, a header, the rest
+  of a segment); an ErrorResponse, a shutdown, a CopyDone then data, an
+  end-of-timeline row that makes no sense, the connection closed or reset
+  at a chosen byte; valid restreams (one huge message over a segment
+  boundary, a stretch of 1-700-byte messages); keepalive floods; --endpos
+  at odd places.
 
 The assertions for every case (:func:`check_case`):
 
@@ -237,7 +266,8 @@ class FuzzCase:
         lines.append(f"  options: {' '.join(opts) or '(none)'}; system identifier {d.sysid}")
         for i, s in enumerate(d.streams):
             nw = sum(1 for m in s.msgs if m.kind == "w")
-            lines.append(f"  stream {i}: timeline {s.timeline}, WAL {_fmt(s.start)}..{_fmt(s.wal_end)}"
+            lines.append(f"  stream {i}: timeline {s.timeline}, "
+                         f"WAL {_fmt(s.start)}..{_fmt(s.wal_end)}"
                          f" in {nw} XLogData, {len(s.msgs) - nw} other; end {s.end!r:.120}")
             if s.reply is not None:
                 lines.append(f"    START_REPLICATION answered with {s.reply!r:.200}")
@@ -256,8 +286,8 @@ def _describe_msg(s: StreamDraft, m: Msg) -> str:
     if m.kind == "w":
         ds = m.src if m.data_start is None else m.data_start
         we = "" if m.wal_end is None else f" walEnd {m.wal_end:#x}"
-        return (f"XLogData dataStart {_fmt(ds)}{'' if ds == m.src else f' (bytes of {_fmt(m.src)})'}"
-                f" {m.length} bytes{we}")
+        moved = "" if ds == m.src else f" (bytes of {_fmt(m.src)})"
+        return f"XLogData dataStart {_fmt(ds)}{moved} {m.length} bytes{we}"
     if m.kind == "k":
         return f"keepalive walEnd {m.wal_end:#x}{' reply requested' if m.reply else ''}"
     a = m.action
@@ -544,7 +574,8 @@ def m_result_replaced(d: Draft, rng: random.Random) -> str:
 
 _GARBAGE = [
     b"\0\0\0\0\0",
-    frame(b"D", struct.pack("!h", 1) + struct.pack("!i", 3) + b"abc"),   # DataRow, no RowDescription
+    # a DataRow without a RowDescription
+    frame(b"D", struct.pack("!h", 1) + struct.pack("!i", 3) + b"abc"),
     frame(b"q", b"what"),                                                  # unknown message type
     b"T\0\0\0\x02",                                                        # impossible length
     frame(b"T", b"\xff\xff"),                                              # negative field count
@@ -620,7 +651,8 @@ def m_copydata_payload(d: Draft, rng: random.Random) -> str:
         payload = b"w" + struct.pack(">QQq", s.start, s.wal_end, 0)[:rng.randrange(0, 24)]
     elif how == "keepalive length":
         k = wal_synth.keepalive(s.wal_end, 0, True)
-        payload = k[:rng.randrange(1, 18)] if rng.random() < 0.5 else k + b"\0" * rng.randrange(1, 9)
+        payload = (k[:rng.randrange(1, 18)] if rng.random() < 0.5
+                   else k + b"\0" * rng.randrange(1, 9))
     elif how == "status update from the server":
         payload = b"r" + bytes(33)
     else:
@@ -1242,7 +1274,8 @@ def replay(raw: bytes, rules: Rules, start: int, endpos: int | None) -> StreamTr
         while i < len(data):
             # Up to the next page boundary or segment end, whichever first.
             lsn = write
-            if lsn == pages.next_page or (hdr and lsn < pages.next_page + pages.need(pages.next_page)):
+            in_header = lsn < pages.next_page + pages.need(pages.next_page)
+            if lsn == pages.next_page or (hdr and in_header):
                 # Inside a header being gathered.
                 page = pages.next_page
                 need = pages.need(page)
@@ -1272,7 +1305,8 @@ def replay(raw: bytes, rules: Rules, start: int, endpos: int | None) -> StreamTr
                 t.accepted += data[i:i + take]
                 write += take
                 i += take
-            if write % rules.segsize == 0 and endpos is not None and endpos < write and i < len(data):
+            if (write % rules.segsize == 0 and endpos is not None and endpos < write
+                    and i < len(data)):
                 t.endpos_reached = True
                 return stop("--endpos at a segment end")
         if endpos is not None and endpos < write:
