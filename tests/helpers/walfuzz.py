@@ -1098,17 +1098,19 @@ def server_rules(sc: Scenario) -> tuple[int, int, int] | None:
 
 def _start_position(sc: Scenario, slot: bool) -> int | None:
     """Where a receiver with an empty directory starts: the slot's
-    restart_lsn (READ_REPLICATION_SLOT, which servers from 15 on have),
-    else the server's xlogpos (IDENTIFY_SYSTEM), at its segment's start;
-    None when the replies do not say."""
+    restart_lsn (READ_REPLICATION_SLOT, which servers from 15 on have; with
+    a restart_tli), else the server's xlogpos (IDENTIFY_SYSTEM), at its
+    segment's start; None when the replies do not say."""
     facts = server_rules(sc)
     if facts is None:
         return None
     lsn = None
     version = re.match(r"(\d+)", sc.parameters.get("server_version", ""))
     if slot and version is not None and int(version.group(1)) >= 15:
-        text = _value(sc.replies.get("READ_REPLICATION_SLOT"), 0, 1)
-        lsn = _parse_lsn(text)
+        # Both restart_lsn and restart_tli, or the slot says nothing.
+        reply = sc.replies.get("READ_REPLICATION_SLOT")
+        if _value(reply, 0, 2) is not None:
+            lsn = _parse_lsn(_value(reply, 0, 1))
     if lsn is None:
         lsn = _parse_lsn(_value(sc.replies.get("IDENTIFY_SYSTEM"), 0, 2))
     return None if lsn is None else lsn - lsn % facts[1]
