@@ -3,7 +3,7 @@
 Sections:
   * markers
   * PostgreSQL harness fixtures (pg_bindir, pg_cluster_factory, pg_cluster),
-    built on walfast.cluster
+    built on walfast.cluster; the fake walsender (fake_walsender)
   * collection / report hooks
 
 Engine fixtures belong in their own section below the harness ones.
@@ -19,6 +19,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from helpers.fakewalsender import FakeWalsender
 from helpers.receivers import Procs
 from walfast import majors
 from walfast.cluster import Cluster, find_bindir
@@ -245,6 +246,16 @@ def procs(tmp_path):
     p = Procs(logdir)
     yield p
     p.kill_all()
+
+
+@pytest.fixture
+def fake_walsender():
+    """A started fake walsender (tests/helpers/fakewalsender.py) on a free
+    127.0.0.1 port: ``server.add(user, scenario)``, connect with
+    ``server.conninfo(user)``, read ``server.wait_records(user)``.  Stopped
+    (every connection closed, every thread joined) when the test ends."""
+    with FakeWalsender() as server:
+        yield server
 
 
 # --------------------------------------------------------------- hooks --

@@ -15,6 +15,11 @@ import psycopg
 import psycopg.errors
 import pytest
 
+from helpers.fakewalsender import (
+    Column, ResultSet, Scenario, Stream, history_result, identify_system_result,
+    next_timeline_result, read_slot_result, show_result, standard_replies,
+)
+from helpers.walfuzz import run_cli
 from walfast import majors
 from walfast.cluster import Cluster, free_port
 from walfast.errors import ProtocolError, ServerMismatchError, WalfastError
@@ -494,3 +499,155 @@ def test_start_replication_command_is_accepted(conn, cluster, use_slot, no_slots
             "EXIT WHEN NOT (SELECT active FROM pg_replication_slots WHERE slot_name = "
             "'walfast_stream'); PERFORM pg_sleep(0.1); END LOOP; END $$")
         drop_replication_slot(conn, slot)
+
+
+# ----------------------------------------------- malformed command results --
+# A fake walsender (tests/helpers/fakewalsender.py) answers each command with
+# what no server sends.  Every case must raise ProtocolError naming the
+# command, the column and the value: never a ValueError from int(), an
+# OverflowError later on, or a Python repr (b'...', <memory at 0x...>) in
+# the message.
+
+def _fake_conn(server, name: str, replies: dict):
+    """A replication connection to *server*, whose healthy replies are
+    replaced by *replies* (keys as fakewalsender.command_key makes them)."""
+    base = standard_replies(system_identifier=7312345678901234567, timeline=1,
+                            xlogpos=0x3000000, slot=(0x3000000, 1))
+    base.update(replies)
+    server.add(name, Scenario(name=name, replies=base))
+    return connect(server.conninfo(name))
+
+
+def _assert_clear(exc: BaseException | str, *words: str) -> None:
+    msg = str(exc)
+    for w in words:
+        assert w in msg, f"{w!r} not in {msg!r}"
+    for bad in ("invalid literal", "b'", 'b"', " at 0x", "Traceback"):
+        assert bad not in msg, msg
+
+
+@pytest.mark.parametrize("row, column, shown", [
+    (("abc", "1", "0/3000000"), "systemid", '"abc"'),
+    ((None, "1", "0/3000000"), "systemid", "NULL"),
+    (("-1", "1", "0/3000000"), "systemid", '"-1"'),
+    (("0", "1", "0/3000000"), "systemid", '"0"'),
+    (("18446744073709551616", "1", "0/3000000"), "systemid", '"18446744073709551616"'),
+    ((" 42", "1", "0/3000000"), "systemid", '" 42"'),
+    (("42", "abc", "0/3000000"), "timeline", '"abc"'),
+    (("42", "1.5", "0/3000000"), "timeline", '"1.5"'),
+    (("42", "", "0/3000000"), "timeline", '""'),
+    (("42", None, "0/3000000"), "timeline", "NULL"),
+    (("42", "0", "0/3000000"), "timeline", '"0"'),
+    (("42", "+1", "0/3000000"), "timeline", '"+1"'),
+    (("42", "4294967296", "0/3000000"), "timeline", '"4294967296"'),
+    (("42", "\u0661", "0/3000000"), "timeline", '"\u0661"'),
+    (("42", "1", "G/0"), "xlogpos", '"G/0"'),
+    (("42", "1", None), "xlogpos", "NULL"),
+    (("42", "1", "0/3000000\0"), "xlogpos", '"0/3000000\\x00"'),
+])
+def test_identify_system_malformed_values(fake_walsender, row, column, shown):
+    conn = _fake_conn(fake_walsender, "ident", {"IDENTIFY_SYSTEM": identify_system_result(*row)})
+    try:
+        with pytest.raises(ProtocolError) as info:
+            identify_system(conn)
+    finally:
+        conn.close()
+    _assert_clear(info.value, "IDENTIFY_SYSTEM", f'"{column}"', shown)
+
+
+@pytest.mark.parametrize("rs", [
+    ResultSet([Column("systemid")], [("42",)]),
+    ResultSet(["systemid", "timeline", "xlogpos", "dbname"], []),
+])
+def test_identify_system_wrong_shape(fake_walsender, rs):
+    conn = _fake_conn(fake_walsender, "shape", {"IDENTIFY_SYSTEM": rs})
+    try:
+        with pytest.raises(ProtocolError, match="could not identify system: got"):
+            identify_system(conn)
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("row, words", [
+    (("physical", "0/3000000", "abc"), ["READ_REPLICATION_SLOT", '"restart_tli"', '"abc"']),
+    (("physical", "0/3000000", "0"), ["READ_REPLICATION_SLOT", '"restart_tli"', '"0"']),
+    (("physical", "0/3000000", "NaN"), ["READ_REPLICATION_SLOT", '"restart_tli"', '"NaN"']),
+    (("physical", "garbage", "1"), ["restart_lsn", '"garbage"', '"s"']),
+    ((b"physical", b"\xff/0", b"1"), ["restart_lsn", '"\ufffd/0"']),
+])
+def test_read_replication_slot_malformed_values(fake_walsender, row, words):
+    conn = _fake_conn(fake_walsender, "slot", {"READ_REPLICATION_SLOT": read_slot_result(*row)})
+    try:
+        with pytest.raises(ProtocolError) as info:
+            read_replication_slot(conn, "s")
+    finally:
+        conn.close()
+    _assert_clear(info.value, *words)
+
+
+@pytest.mark.parametrize("name, value, call, words", [
+    ("wal_segment_size", None, wal_segment_size, ["SHOW wal_segment_size", "NULL"]),
+    ("wal_segment_size", "\u0661MB", wal_segment_size, ["WAL segment size could not be parsed"]),
+    ("wal_segment_size", "1MB\0", wal_segment_size, ['"1MB\\x00"']),
+    ("wal_block_size", None, wal_block_size, ["SHOW wal_block_size", "NULL"]),
+    ("data_directory_mode", "0o700", data_directory_mode, ['"0o700"']),
+    ("data_directory_mode", "-1", data_directory_mode, ['"-1"']),
+    ("data_directory_mode", "77777777", data_directory_mode, ['"77777777"']),
+    ("data_directory_mode", None, data_directory_mode, ["SHOW data_directory_mode", "NULL"]),
+])
+def test_show_malformed_values(fake_walsender, name, value, call, words):
+    conn = _fake_conn(fake_walsender, "show", {f"SHOW {name}": show_result(name, value)})
+    try:
+        with pytest.raises(ProtocolError) as info:
+            call(conn)
+    finally:
+        conn.close()
+    _assert_clear(info.value, *words)
+
+
+def test_timeline_history_null_file_name(fake_walsender):
+    rs = history_result(2, "1\t0/3000000\tx\n")
+    rs.rows = [(None, "1\t0/3000000\tx\n")]
+    conn = _fake_conn(fake_walsender, "hist", {"TIMELINE_HISTORY 2": rs})
+    try:
+        with pytest.raises(ProtocolError) as info:
+            timeline_history(conn, 2)
+    finally:
+        conn.close()
+    _assert_clear(info.value, "unexpected history file name for timeline 2: NULL")
+
+
+def test_timeline_history_content_is_the_bytes_sent(fake_walsender):
+    content = b"1\t0/3000000\tno recovery target specified\n\xff"
+    conn = _fake_conn(fake_walsender, "hist", {"TIMELINE_HISTORY 2": history_result(2, content)})
+    try:
+        assert timeline_history(conn, 2) == ("00000002.history", content)
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("next_tli, startpos, words", [
+    ("abc", "0/3000000", ["end-of-timeline", '"next_tli"', '"abc"']),
+    ("0", "0/3000000", ["end-of-timeline", '"next_tli"', '"0"']),
+    (None, "0/3000000", ["end-of-timeline", '"next_tli"', "NULL"]),
+    ("4294967296", "0/3000000", ['"next_tli"', '"4294967296"']),
+    ("2", "G/0", ["could not parse next timeline's starting point", '"G/0"']),
+    ("2", None, ["could not parse next timeline's starting point", "NULL"]),
+])
+def test_end_of_timeline_row_malformed(fake_walsender, tmp_path, next_tli, startpos, words):
+    """START_REPLICATION answered with the next-timeline row (no COPY), as
+    at the very end of a historic timeline, with values no server sends.
+
+    Through ``walfast receive`` in a subprocess: start_replication() waits
+    in libpq's PQgetResult, which psycopg calls without releasing the GIL,
+    so the fake walsender's thread could not answer it in this process."""
+    stream = Stream(reply=next_timeline_result(next_tli, startpos, tag="START_STREAMING"))
+    fake_walsender.add("eot", Scenario(replies=standard_replies(
+        system_identifier=7312345678901234567, timeline=1, xlogpos=0x3000000,
+        segment_size="1MB"), streams=[stream]))
+    run = run_cli(["-D", str(tmp_path), "-d", fake_walsender.conninfo("eot"), "-n"], timeout=60)
+    assert run.rc == 1, run.stderr
+    errors = [ln for ln in run.stderr.splitlines() if ": error: " in ln]
+    assert errors, run.stderr
+    _assert_clear(errors[0], *words)
+    assert "Traceback" not in run.stderr

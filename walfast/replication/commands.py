@@ -17,8 +17,13 @@ Rules that every function here follows:
   go through ``cursor.execute(text, prepare=False)`` with no parameters; slot
   names and LSNs are validated and quoted into the text here
   (:func:`quote_ident`, :func:`walfast.lsn.format_lsn`), never bound.
-* The walsender reports ``client_encoding=SQL_ASCII``, so text columns come
-  back as ``bytes``; they are decoded here.  LSNs are plain ``int``.
+* Results are read as the server sent them: every value its text (or
+  NULL), never through psycopg's type loaders, and parsed here.  A value
+  that cannot be what its column holds (non-integer text in an integer
+  column, an LSN that is not one, a NULL where none may be, a number out of
+  its range) raises :class:`~walfast.errors.ProtocolError` naming the
+  command, the column and the value, never a bare ``ValueError``.  LSNs are
+  plain ``int``.
 * psycopg errors (``psycopg.OperationalError``, ``psycopg.errors.*``) from a
   command are not caught or rewrapped, except where pg_receivewal itself
   treats one as success (``CREATE_REPLICATION_SLOT`` with
@@ -32,7 +37,7 @@ from __future__ import annotations
 import re
 import select
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -81,7 +86,18 @@ logger = get_logger(__name__)
 
 #: PostgreSQL's memory units (guc.c ``memory_unit_conversion_table``, bytes).
 _SIZE_UNITS = {"": 1, "B": 1, "kB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
-_SIZE_RE = re.compile(r"\s*(\d+)\s*(B|kB|MB|GB|TB)?\s*")
+# [0-9], not \d: \d also matches other scripts' digits, which int() accepts.
+_SIZE_RE = re.compile(r"\s*([0-9]+)\s*(B|kB|MB|GB|TB)?\s*")
+#: An octal file mode as SHOW data_directory_mode prints it (0700, 0750).
+_MODE_RE = re.compile(r"\s*([0-7]{1,6})\s*")
+
+#: TimeLineID is a uint32 and timeline 0 does not exist.
+_MAX_TIMELINE = 0xFFFFFFFF
+#: The system identifier is a uint64; PostgreSQL never makes 0 (it is built
+#: from the time of initdb), and the engine takes 0 as "not known yet".
+_MAX_SYSTEM_IDENTIFIER = (1 << 64) - 1
+#: The type OID of bytea (TIMELINE_HISTORY's content before PostgreSQL 14).
+_BYTEAOID = 17
 
 #: Possible XLOG_BLCKSZ values (configure --with-wal-blocksize: 1..64 kB).
 _VALID_WAL_BLOCK_SIZES = frozenset(1 << n for n in range(10, 17))
@@ -161,16 +177,33 @@ class ServerFacts:
 # running commands
 # --------------------------------------------------------------------------- #
 
-def _execute(
-    conn: psycopg.Connection[Any], command: str,
-) -> tuple[list[tuple[Any, ...]], list[str]]:
-    """Run one replication command; return (rows, column names).
+#: One row as the server sent it: each value's text, None for NULL.
+_Row = tuple[bytes | None, ...]
+
+
+@dataclass(frozen=True)
+class _Result:
+    """A command's result set as the server sent it: raw values, the column
+    names and type OIDs (all empty for a command without tuples)."""
+
+    rows: list[_Row] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    types: list[int] = field(default_factory=list)
+
+
+def _execute(conn: psycopg.Connection[Any], command: str) -> _Result:
+    """Run one replication command; return its result set, raw.
 
     ``prepare=False`` and no parameters make psycopg use the simple query
     protocol even on a connection whose ``prepare_threshold`` would otherwise
     start preparing a command run five times.  The text is sent as UTF-8
     bytes: SQL_ASCII would refuse to encode a non-ASCII slot name, and the
     server's own error about it is the better message.
+
+    The values are taken from the PGresult as text, not fetched through
+    psycopg's loaders: a loader fails on a value its column type cannot
+    hold (``int8`` text that is not a number) with an exception that names
+    neither the command nor the column; the parsers here do.
     """
     if not conn.autocommit:
         raise WalfastError(
@@ -178,41 +211,84 @@ def _execute(
             "(the walsender rejects BEGIN); use walfast.replication.connection.connect()")
     with conn.cursor() as cur:
         cur.execute(command.encode("utf-8"), prepare=False)
-        if cur.description is None:
-            return [], []
-        return cur.fetchall(), [col.name for col in cur.description]
+        res = cur.pgresult
+        if res is None or cur.description is None:
+            return _Result()
+        nfields = res.nfields
+        return _Result(
+            rows=[tuple(res.get_value(r, c) for c in range(nfields))
+                  for r in range(res.ntuples)],
+            names=[col.name for col in cur.description],
+            types=[res.ftype(c) for c in range(nfields)])
 
 
-def _text(value: Any) -> str:
-    """A text column: ``bytes`` under SQL_ASCII, ``str`` otherwise."""
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value).decode("utf-8", "replace")
-    return str(value)
+def _text(value: bytes) -> str:
+    """A text value (UTF-8 or SQL_ASCII: bytes that do not decode are
+    replaced)."""
+    return value.decode("utf-8", "replace")
 
 
-def _int(value: Any) -> int:
-    if isinstance(value, int):
-        return value
-    return int(_text(value))
+def _printable(text: str, limit: int = 80) -> str:
+    """*text* fit for a one-line message: control characters escaped,
+    cut after *limit* characters."""
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 256
+                   else f"\\u{ord(c):04x}" for c in text)
+
+
+def _shown(value: bytes | None) -> str:
+    """A value as messages show it: in double quotes, or NULL."""
+    return "NULL" if value is None else f'"{_printable(_text(value))}"'
+
+
+def _invalid(command: str, column: str, value: bytes | None, expected: str) -> ProtocolError:
+    return ProtocolError(
+        f'could not parse the result of {command}: column "{column}" is {_shown(value)}, '
+        f"expected {expected}")
+
+
+def _uint(command: str, column: str, value: bytes | None, lo: int, hi: int) -> int:
+    """An integer column's value, decimal digits only (what PostgreSQL
+    prints: no sign, no blanks, no other script's digits), from *lo* to
+    *hi*."""
+    if value is not None and value.isdigit():       # bytes.isdigit(): ASCII only
+        number = int(value)
+        if lo <= number <= hi:
+            return number
+    raise _invalid(command, column, value, f"an integer from {lo} to {hi}")
+
+
+def _lsn(command: str, column: str, value: bytes | None) -> int:
+    if value is not None:
+        try:
+            return parse_lsn(value.decode("ascii"))
+        except ValueError:      # UnicodeDecodeError too
+            pass
+    raise _invalid(command, column, value, "an LSN such as 0/3000000")
 
 
 def _check_shape(
-    rows: list[tuple[Any, ...]], names: list[str], what: str,
-    nrows: int, nfields: int, *, or_more: bool = False,
+    res: _Result, what: str, nrows: int, nfields: int, *, or_more: bool = False,
 ) -> None:
-    nfields_got = len(names)
-    if len(rows) == nrows and (nfields_got >= nfields if or_more else nfields_got == nfields):
+    nfields_got = len(res.names)
+    if len(res.rows) == nrows and (nfields_got >= nfields if or_more
+                                   else nfields_got == nfields):
         return
     more = " or more" if or_more else ""
     raise ProtocolError(
-        f"{what}: got {len(rows)} rows and {nfields_got} fields, "
+        f"{what}: got {len(res.rows)} rows and {nfields_got} fields, "
         f"expected {nrows} rows and {nfields}{more} fields")
 
 
-def _show(conn: psycopg.Connection[Any], name: str) -> str:
-    rows, names = _execute(conn, f"SHOW {name}")
-    _check_shape(rows, names, f"could not fetch {name}", 1, 1, or_more=True)
-    return _text(rows[0][0])
+def _show(conn: psycopg.Connection[Any], name: str, expected: str) -> str:
+    """``SHOW name``'s value (not NULL: *expected* words what it should be)."""
+    res = _execute(conn, f"SHOW {name}")
+    _check_shape(res, f"could not fetch {name}", 1, 1, or_more=True)
+    value = res.rows[0][0]
+    if value is None:
+        raise _invalid(f"SHOW {name}", name, None, expected)
+    return _text(value)
 
 
 # --------------------------------------------------------------------------- #
@@ -223,20 +299,18 @@ def identify_system(conn: psycopg.Connection[Any]) -> SystemInfo:
     """Run ``IDENTIFY_SYSTEM``.
 
     Raises :class:`~walfast.errors.ProtocolError` when the row is not
-    1 row × ≥ 4 fields or the fields cannot be parsed.
+    1 row × ≥ 4 fields, or a field is not what it must be: ``systemid`` an
+    integer from 1 to 2^64 - 1, ``timeline`` one from 1 to 2^32 - 1,
+    ``xlogpos`` an LSN (``dbname`` may be anything, or NULL).
     """
-    rows, names = _execute(conn, "IDENTIFY_SYSTEM")
-    _check_shape(rows, names, "could not identify system", 1, 4, or_more=True)
-    systemid, timeline, xlogpos, dbname = rows[0][:4]
-    try:
-        sysid = int(_text(systemid))
-        tli = _int(timeline)
-        pos = parse_lsn(_text(xlogpos))
-    except ValueError as exc:
-        raise ProtocolError(
-            f"could not parse IDENTIFY_SYSTEM result {rows[0]!r}: {exc}") from exc
+    res = _execute(conn, "IDENTIFY_SYSTEM")
+    _check_shape(res, "could not identify system", 1, 4, or_more=True)
+    systemid, timeline, xlogpos, dbname = res.rows[0][:4]
+    command = "IDENTIFY_SYSTEM"
     return SystemInfo(
-        systemid=sysid, timeline=tli, xlogpos=pos,
+        systemid=_uint(command, "systemid", systemid, 1, _MAX_SYSTEM_IDENTIFIER),
+        timeline=_uint(command, "timeline", timeline, 1, _MAX_TIMELINE),
+        xlogpos=_lsn(command, "xlogpos", xlogpos),
         dbname=None if dbname is None else _text(dbname),
     )
 
@@ -296,7 +370,7 @@ def parse_wal_segment_size(text: str) -> int:
     """
     m = _SIZE_RE.fullmatch(text)
     if m is None:
-        raise ProtocolError(f'WAL segment size could not be parsed: "{text}"')
+        raise ProtocolError(f'WAL segment size could not be parsed: "{_printable(text)}"')
     size = int(m.group(1)) * _SIZE_UNITS[m.group(2) or ""]
     if not is_valid_segment_size(size):
         unit = "byte" if size == 1 else "bytes"
@@ -311,7 +385,7 @@ def wal_segment_size(conn: psycopg.Connection[Any]) -> int:
 
     Errors as :func:`parse_wal_segment_size`.
     """
-    return parse_wal_segment_size(_show(conn, "wal_segment_size"))
+    return parse_wal_segment_size(_show(conn, "wal_segment_size", "a size such as 16MB"))
 
 
 def wal_block_size(conn: psycopg.Connection[Any]) -> int:
@@ -321,10 +395,10 @@ def wal_block_size(conn: psycopg.Connection[Any]) -> int:
     Raises :class:`~walfast.errors.ServerMismatchError` for a value that is
     not a power of two from 1 kB to 64 kB.
     """
-    text = _show(conn, "wal_block_size")
+    text = _show(conn, "wal_block_size", "a size such as 8192")
     m = _SIZE_RE.fullmatch(text)
     if m is None:
-        raise ProtocolError(f'WAL block size could not be parsed: "{text}"')
+        raise ProtocolError(f'WAL block size could not be parsed: "{_printable(text)}"')
     size = int(m.group(1)) * _SIZE_UNITS[m.group(2) or ""]
     if size not in _VALID_WAL_BLOCK_SIZES:
         raise ServerMismatchError(
@@ -337,15 +411,16 @@ def data_directory_mode(conn: psycopg.Connection[Any]) -> int | None:
 
     ``None`` for a server without that setting (before 11: its data
     directory is always owner-only).  The value is octal text (``0700`` or
-    ``0750``).
+    ``0750``); anything else (a sign, a ``0o`` prefix, more than a mode's
+    bits) raises :class:`~walfast.errors.ProtocolError`.
     """
     if not _server_major(conn).data_directory_mode:
         return None
-    text = _show(conn, "data_directory_mode")
-    try:
-        return int(text.strip(), 8)
-    except ValueError:
-        raise ProtocolError(f'group access flag could not be parsed: "{text}"') from None
+    text = _show(conn, "data_directory_mode", "an octal file mode such as 0700")
+    m = _MODE_RE.fullmatch(text)
+    if m is None or int(m.group(1), 8) > 0o7777:
+        raise ProtocolError(f'group access flag could not be parsed: "{_printable(text)}"')
+    return int(m.group(1), 8)
 
 
 def file_mode_for(dir_mode: int | None) -> int:
@@ -403,19 +478,21 @@ def timeline_history(conn: psycopg.Connection[Any], timeline: int) -> tuple[str,
         raise ValueError(
             "timeline 1 has no history file: TIMELINE_HISTORY is only "
             "meaningful for timelines 2 and later")
-    rows, names = _execute(conn, f"TIMELINE_HISTORY {timeline:d}")
-    _check_shape(rows, names, "unexpected response to TIMELINE_HISTORY command", 1, 2)
-    filename_raw, content_raw = rows[0]
-    filename = _text(filename_raw)
+    res = _execute(conn, f"TIMELINE_HISTORY {timeline:d}")
+    _check_shape(res, "unexpected response to TIMELINE_HISTORY command", 1, 2)
+    filename_raw, content_raw = res.rows[0]
+    filename = None if filename_raw is None else _text(filename_raw)
     if filename != expected:
         raise ProtocolError(
-            f"server reported unexpected history file name for timeline {timeline}: {filename}")
+            f"server reported unexpected history file name for timeline {timeline}: "
+            f"{'NULL' if filename is None else _printable(filename)}")
     if content_raw is None:
         raise ProtocolError(f"server sent no content for history file {filename}")
-    if isinstance(content_raw, str):
-        content = content_raw.encode(conn.info.encoding)
+    if res.types[1] == _BYTEAOID:
+        # bytea's text form (\x...), as servers before 14 send it.
+        content = pq.Escaping(conn.pgconn).unescape_bytea(content_raw)
     else:
-        content = bytes(content_raw)
+        content = content_raw
     return filename, content
 
 
@@ -456,24 +533,26 @@ def read_replication_slot(conn: psycopg.Connection[Any], slot: str) -> SlotInfo:
             f"READ_REPLICATION_SLOT needs PostgreSQL "
             f"{majors.first_major_with('read_replication_slot')} or later; server version "
             f"is {conn.info.parameter_status('server_version') or 'unknown'}")
-    rows, names = _execute(conn, f"READ_REPLICATION_SLOT {quote_ident(slot)}")
-    _check_shape(rows, names, f'could not read replication slot "{slot}"', 1, 3)
-    slot_type_raw, restart_lsn_raw, restart_tli_raw = rows[0]
+    res = _execute(conn, f"READ_REPLICATION_SLOT {quote_ident(slot)}")
+    _check_shape(res, f'could not read replication slot "{slot}"', 1, 3)
+    slot_type_raw, restart_lsn_raw, restart_tli_raw = res.rows[0]
     if slot_type_raw is None:
         raise ServerRefusedError(f'replication slot "{slot}" does not exist')
     slot_type = _text(slot_type_raw)
     if slot_type != "physical":
         raise ServerRefusedError(
-            f'expected a physical replication slot, got type "{slot_type}" instead')
+            f'expected a physical replication slot, got type "{_printable(slot_type)}" instead')
     restart_lsn = None
     if restart_lsn_raw is not None:
         try:
-            restart_lsn = parse_lsn(_text(restart_lsn_raw))
+            restart_lsn = parse_lsn(restart_lsn_raw.decode("ascii"))
         except ValueError:
+            # pg_receivewal's words.
             raise ProtocolError(
-                f'could not parse restart_lsn "{_text(restart_lsn_raw)}" for '
+                f"could not parse restart_lsn {_shown(restart_lsn_raw)} for "
                 f'replication slot "{slot}"') from None
-    restart_tli = None if restart_tli_raw is None else _int(restart_tli_raw)
+    restart_tli = None if restart_tli_raw is None else _uint(
+        f'READ_REPLICATION_SLOT "{slot}"', "restart_tli", restart_tli_raw, 1, _MAX_TIMELINE)
     return SlotInfo(slot_type=slot_type, restart_lsn=restart_lsn, restart_tli=restart_tli)
 
 
@@ -525,13 +604,13 @@ def create_replication_slot(
     command = create_replication_slot_command(
         slot, reserve_wal=reserve_wal, server_version=conn.info.server_version)
     try:
-        rows, names = _execute(conn, command)
+        res = _execute(conn, command)
     except psycopg.errors.DuplicateObject:
         if if_not_exists:
             logger.debug('replication slot "%s" already exists', slot)
             return False
         raise
-    _check_shape(rows, names, f'could not create replication slot "{slot}"', 1, 4)
+    _check_shape(res, f'could not create replication slot "{slot}"', 1, 4)
     return True
 
 
@@ -541,8 +620,8 @@ def drop_replication_slot(conn: psycopg.Connection[Any], slot: str) -> None:
     A missing slot raises ``psycopg.errors.UndefinedObject``; a slot in use by
     another connection raises ``psycopg.errors.ObjectInUse``.
     """
-    rows, names = _execute(conn, drop_replication_slot_command(slot))
-    _check_shape(rows, names, f'could not drop replication slot "{slot}"', 0, 0)
+    res = _execute(conn, drop_replication_slot_command(slot))
+    _check_shape(res, f'could not drop replication slot "{slot}"', 0, 0)
 
 
 # --------------------------------------------------------------------------- #
@@ -677,19 +756,23 @@ def _wait_for_result(pgconn: pq.abc.PGconn, deadline: float | None) -> bool:
 
 def _parse_next_timeline(res: pq.abc.PGresult) -> tuple[int, int]:
     """The end-of-timeline row: ``(next timeline, its start LSN)``
-    (receivelog.c's ReadEndOfStreamingResult)."""
+    (receivelog.c's ReadEndOfStreamingResult).  ``next_tli`` must be an
+    integer from 1 to 2^32 - 1 and ``next_tli_startpos`` an LSN, else
+    :class:`~walfast.errors.ProtocolError` (whether the switch makes sense is
+    the caller's to check)."""
     if res.ntuples != 1 or res.nfields < 2:
         raise ProtocolError(
             f"unexpected result set after end-of-timeline: got {res.ntuples} rows and "
             f"{res.nfields} fields, expected 1 rows and 2 fields")
     tli_raw, pos_raw = res.get_value(0, 0), res.get_value(0, 1)
-    if tli_raw is None or pos_raw is None:
-        raise ProtocolError("unexpected NULL in the end-of-timeline result set")
+    tli = _uint("the end-of-timeline result", "next_tli", tli_raw, 1, _MAX_TIMELINE)
     try:
-        return int(tli_raw), parse_lsn(bytes(pos_raw).decode())
+        if pos_raw is not None:
+            return tli, parse_lsn(pos_raw.decode("ascii"))
     except ValueError:
-        raise ProtocolError(
-            f'could not parse next timeline\'s starting point "{pos_raw!r}"') from None
+        pass
+    # pg_receivewal's words.
+    raise ProtocolError(f"could not parse next timeline's starting point {_shown(pos_raw)}")
 
 
 def read_next_timeline(pgconn: pq.abc.PGconn, res: pq.abc.PGresult) -> tuple[int, int]:
