@@ -16,6 +16,7 @@ Hierarchy::
     ├── TimelineError        an impossible timeline switch
     ├── ServerRefusedError   the server refused a replication command
     ├── ConnectionLostError  the connection to the server failed or was cut
+    ├── ArchiveError         the archive (an S3 bucket, a directory) refused or failed
     └── SegmentError         (also an OSError) a segment file cannot be used
 """
 
@@ -27,6 +28,7 @@ import os
 from walfast.lsn import format_lsn
 
 __all__ = [
+    "ArchiveError",
     "ConnectionLostError",
     "describe",
     "ProtocolError",
@@ -122,6 +124,17 @@ class ConnectionLostError(WalfastError):
     """The connection to the server failed, or ended in the middle of the
     stream: the message is libpq's or the server's (as pg_receivewal prints
     it).  The receive loop reconnects after it unless ``-n`` was given."""
+
+
+class ArchiveError(WalfastError):
+    """The archive could not store or return a file: the store's own words
+    (an S3 error code and message, a connection error) with the object's
+    location.  ``retryable`` is False for what trying again cannot fix
+    (no such bucket, access denied, a bad location)."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class SegmentError(WalfastError, OSError):
