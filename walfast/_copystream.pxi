@@ -15,7 +15,7 @@
 # control layer passes its path to load_libpq): the extension never links
 # libpq itself.
 
-from libc.stdint cimport uintptr_t
+from libc.stdint cimport UINT64_MAX, uintptr_t
 
 cdef extern from "<dlfcn.h>" nogil:
     void *dlopen(const char *filename, int flags)
@@ -127,6 +127,8 @@ cdef class CopyStream:
       advanced the flush position when *report_flush*;
     * the reported flush position is the writer's :attr:`flush_lsn` (bytes
       synced) when *report_flush* (a slot or ``--synchronous``), else 0;
+      never more than :attr:`flush_limit` (``--archive``: what the archive
+      holds; 0 reports no flush position at all);
     * *synchronous*: flush at the end of each batch of received messages;
     * a keepalive asking for a reply flushes first when reporting flush;
     * addition: when reporting flush, each periodic status update flushes
@@ -165,6 +167,7 @@ cdef class CopyStream:
     cdef ErrInfo *_failure            # EV_FAILED: the parser's or the writer's record
     cdef int64_t _last_status         # pg time of the last update sent; 0 = none yet
     cdef uint64_t _sent_flush
+    cdef uint64_t _flush_limit        # the reported flush is at most this
     cdef bint _out_pending            # PQflush could not send everything yet
     cdef uint64_t _status_updates
     cdef int64_t _last_receipt
@@ -196,6 +199,7 @@ cdef class CopyStream:
         self.parser = parser
         self._w = parser.writer
         self._report_flush = report_flush
+        self._flush_limit = UINT64_MAX
         self._synchronous = synchronous
         self._status_interval = <int64_t>(status_interval * 1000000)
         if progress is not None:
@@ -264,12 +268,18 @@ cdef class CopyStream:
         self._pub_status = self._status_updates
         wf_progress_publish(self._shm, &b, pg_now())
 
+    cdef inline uint64_t _reported_flush(self) noexcept nogil:
+        if not self._report_flush:
+            return 0
+        return self._w._flush_lsn if self._w._flush_lsn < self._flush_limit \
+            else self._flush_limit
+
     cdef int _send_status(self, bint reply=False) noexcept nogil:
         """Queue and flush a standby status update (*reply*: asking the
         server to answer at once); -1 on a libpq error."""
         cdef unsigned char msg[STATUS_UPDATE_LEN]
         cdef int64_t now = pg_now()
-        cdef uint64_t flush = self._w._flush_lsn if self._report_flush else 0
+        cdef uint64_t flush = self._reported_flush()
         cdef int rc
         encode_status(msg, self._w._sink_lsn, flush, 0, now, reply)
         if _pq.put_copy_data(self._conn, <const char *>msg, STATUS_UPDATE_LEN) != 1:
@@ -309,7 +319,7 @@ cdef class CopyStream:
                     and self._flush() == EV_FAILED:
                 return EV_FAILED
             send = True
-        if self._report_flush and self._w._flush_lsn != self._sent_flush:
+        if self._report_flush and self._reported_flush() != self._sent_flush:
             send = True
         if self._pending != NULL and now - self._last_status >= PAUSED_STATUS_US:
             # Paused, the server's keepalives are not read: reply unasked,
@@ -490,6 +500,22 @@ cdef class CopyStream:
         with nogil:
             rc = self._send_status()
         return rc == 0
+
+    @property
+    def flush_limit(self):
+        """The highest flush position status updates may report (set by
+        the control loop between runs; ``--archive``: what the archive
+        holds).  0: report none; 2**64-1 (the default): no limit."""
+        return self._flush_limit
+
+    @flush_limit.setter
+    def flush_limit(self, uint64_t value):
+        self._flush_limit = value
+
+    @property
+    def sent_flush(self):
+        """The flush position the last status update reported."""
+        return self._sent_flush
 
     @property
     def status_updates(self):

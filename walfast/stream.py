@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 
@@ -36,6 +37,9 @@ from walfast.replication import commands
 from walfast.replication.connection import connect, load_engine_libpq
 from walfast.waldir.codecs import CompressionSpec
 from walfast.waldir.directory import WalDirectory
+
+if TYPE_CHECKING:
+    from walfast.archive.uploader import ArchiveOptions, Uploader
 
 __all__ = [
     "ReceiveOutcome", "StreamOptions", "receive_to_directory",
@@ -74,7 +78,8 @@ class StreamOptions:
     ``receive_timeout`` is ``--receive-timeout`` (seconds without any message
     from the server before the connection counts as lost, the walreceiver's
     ``wal_receiver_timeout``; 0: never); ``min_free`` is ``--min-free``
-    (bytes a new segment file must leave free, else receiving pauses).
+    (bytes a new segment file must leave free, else receiving pauses);
+    ``archive`` is ``--archive`` and ``--archive-partial-interval``.
     """
 
     directory: Path
@@ -86,12 +91,20 @@ class StreamOptions:
     compression: CompressionSpec | None = None
     receive_timeout: float = 60.0
     min_free: int = 0
+    archive: ArchiveOptions | None = None
 
     @property
     def report_flush(self) -> bool:
         # receivelog.c: flush is reported only with a slot or --synchronous,
         # so a plain receiver is never counted as a synchronous standby.
         return self.slot is not None or self.synchronous
+
+    @property
+    def archive_gates_flush(self) -> bool:
+        """Whether the reported flush position waits for the archive: with
+        a slot, not with ``--synchronous`` (whose commit point stays the
+        local fdatasync)."""
+        return self.archive is not None and self.slot is not None and not self.synchronous
 
     def wal_directory(self) -> WalDirectory:
         return WalDirectory(self.directory, sync=self.sync, compression=self.compression,
@@ -110,6 +123,7 @@ def stream_once(
     conninfo: str, options: StreamOptions, *, should_stop: Callable[[], bool],
     application_name: str = "walfast", conn: psycopg.Connection | None = None,
     state: _core.ProgressState | None = None, waldir: WalDirectory | None = None,
+    uploader: Uploader | None = None,
 ) -> ReceiveOutcome:
     """One connection's worth of pg_receivewal's StreamLog(): connect, pick
     the start, stream and follow timelines until the server goes away, the
@@ -120,7 +134,8 @@ def stream_once(
     connecting; it is closed either way.  *state*, when given, is the shared
     progress state to keep up to date (:mod:`walfast.monitor.progress`).
     *waldir* is the output directory's owner (default: a new one for
-    ``options.directory``).
+    ``options.directory``).  *uploader*, with ``options.archive``, is told
+    what was written and limits the reported flush position.
 
     A lost connection raises :class:`psycopg.OperationalError` (from libpq)
     or :class:`~walfast.errors.ConnectionLostError`; bad data and refusals
@@ -135,7 +150,7 @@ def stream_once(
         if waldir is None:
             waldir = options.wal_directory()
         waldir.open(facts)
-        return _Session(conn, options, waldir, facts, should_stop, state).run()
+        return _Session(conn, options, waldir, facts, should_stop, state, uploader).run()
     finally:
         conn.close()
 
@@ -145,8 +160,9 @@ class _Session:
 
     def __init__(self, conn: psycopg.Connection, options: StreamOptions, waldir: WalDirectory,
                  facts: commands.ServerFacts, should_stop: Callable[[], bool],
-                 state: _core.ProgressState | None) -> None:
+                 state: _core.ProgressState | None, uploader: Uploader | None = None) -> None:
         self.conn = conn
+        self.uploader = uploader
         self.options = options
         self.waldir = waldir
         self.facts = facts
@@ -264,6 +280,8 @@ class _Session:
                 "history, use another directory") from None
         self.waldir.write_history(timeline, content)
         log.debug("wrote timeline history file %s", name)
+        if self.uploader is not None:
+            self.uploader.poke()
 
     def stream_timeline(
         self, start: int, timeline: int,
@@ -299,11 +317,15 @@ class _Session:
                 done = 0
                 no_space = False
                 while True:
+                    self._tell_uploader(copy, writer, start)
                     try:
                         event = copy.run(TICK)
                     finally:
                         # Segments completed before an error are still logged.
+                        completed = done
                         done = _log_segments(writer, done)
+                        if self.uploader is not None and done != completed:
+                            self.uploader.poke()
                     if copy.paused or no_space:
                         error = copy.pause_error
                         if (error is not None) != no_space:
@@ -348,6 +370,23 @@ class _Session:
                     writer.close()
                 if copy is not None:
                     copy.publish()      # what close() synced last
+
+    def _tell_uploader(self, copy: _core.CopyStream, writer: _core.SegmentWriter,
+                       start: int) -> None:
+        """Each tick, with ``--archive``: tell the uploader what the open
+        segment holds durably, and report no flush position past what the
+        archive holds (with a slot).  Below this stream's start the archive
+        lags behind what the slot already passed (files of earlier runs
+        still uploading): then no flush position is reported at all, and
+        the slot stays where it is."""
+        uploader = self.uploader
+        if uploader is None:
+            return
+        path = writer.current_file
+        uploader.note(os.path.basename(path) if path else None, writer.flush_lsn)
+        if self.options.archive_gates_flush:
+            archived = uploader.archived_lsn
+            copy.flush_limit = archived if archived >= start else 0
 
     def _report_final(self, copy: _core.CopyStream) -> None:
         """One last status update, after close() synced everything, so the
@@ -468,16 +507,21 @@ def receive_to_directory(
         conninfo, application_name=application_name,
         default_connect_timeout=_connect_timeout(options))
     waldir = options.wal_directory()
+    uploader = None
     try:
         assert conn is not None
-        state = waldir.claim(commands.server_facts(conn, options.slot))
+        facts = commands.server_facts(conn, options.slot)
+        state = waldir.claim(facts)
         state.update(sync=options.sync, report_flush=options.report_flush,
                      slot_name=options.slot or "")
+        if options.archive is not None:
+            uploader = _start_uploader(options, facts)
     except BaseException:
         assert conn is not None
         conn.close()
         raise
     sessions = 0
+    outcome = None
     try:
         while True:
             state.update(state=progress.STARTING, reconnects=sessions)
@@ -485,7 +529,7 @@ def receive_to_directory(
             try:
                 outcome = stream_once(conninfo, options, should_stop=should_stop,
                                       application_name=application_name, conn=conn,
-                                      state=state, waldir=waldir)
+                                      state=state, waldir=waldir, uploader=uploader)
             except RETRIED as e:
                 if isinstance(e, NEVER_RETRIED):
                     raise
@@ -508,5 +552,36 @@ def receive_to_directory(
                     return ReceiveOutcome.STOPPED
                 time.sleep(TICK)
     finally:
+        if uploader is not None:
+            # At --endpos the archive gets everything before the exit (a
+            # script waits for it); a stop request does not wait for uploads.
+            drain = outcome is ReceiveOutcome.ENDPOS_REACHED
+            if not uploader.close(drain=drain and not should_stop(), timeout=None) and drain:
+                log.warning("stopped before every completed file was uploaded to %s; the next "
+                            "start uploads the rest", uploader.store.url)
         state.update(state=progress.STOPPED)
         state.close()
+
+
+def _start_uploader(options: StreamOptions, facts: commands.ServerFacts) -> Uploader:
+    """The archive's uploader, started once the directory is claimed.  A
+    location that cannot work (no such bucket, no credentials, access
+    denied) is refused before streaming starts; one that is just down is
+    retried while receiving goes on."""
+    from walfast.archive.store import open_store
+    from walfast.archive.uploader import Uploader
+    from walfast.errors import ArchiveError
+
+    assert options.archive is not None
+    store = open_store(options.archive.url)
+    try:
+        next(iter(store.names("~")), None)     # one small request: the bucket answers
+    except ArchiveError as exc:
+        if not exc.retryable:
+            raise
+        log.warning("%s; receiving starts anyway, uploads are retried", exc)
+    uploader = Uploader(options.directory, store,
+                        partial_interval=options.archive.partial_interval,
+                        file_mode=facts.file_mode, sync=options.sync)
+    uploader.start(facts.segment_size)
+    return uploader

@@ -12,6 +12,8 @@ and the test changes what happens to the bytes in flight.
 * ``cut_after(n)``: forward, then close both sides of a connection once *n*
   more bytes went from the server to the client (a connection cut in the
   middle of a message).
+* ``refuse``: every connection is closed at once, new ones as soon as they
+  are accepted (a service that is down behind a load balancer).
 * :meth:`FaultProxy.reset`: close every connection now.
 
 One thread serves all connections with ``selectors``; it only ever binds
@@ -77,6 +79,10 @@ class FaultProxy:
     def blackhole(self) -> None:
         self._set_mode("blackhole")
 
+    def refuse(self) -> None:
+        self._set_mode("refuse")
+        self.reset()
+
     def cut_after(self, nbytes: int) -> None:
         """Close each current connection (and new ones) once *nbytes* more
         bytes went from the server to the client."""
@@ -141,6 +147,9 @@ class FaultProxy:
         try:
             client, _ = self._listener.accept()
         except BlockingIOError:
+            return
+        if self._mode == "refuse":
+            client.close()
             return
         try:
             server = socket.create_connection(self.target, timeout=10)

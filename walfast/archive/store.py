@@ -28,6 +28,7 @@ while it does, which a client stuck in its own retries could not.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import shutil
@@ -58,12 +59,22 @@ _COPY_BUFFER = 1 << 20
 class Store(Protocol):
     """An archive location (:func:`open_store`)."""
 
-    #: The location as the user gave it, for messages.
-    url: str
+    @property
+    def url(self) -> str:
+        """The location as the user gave it, for messages."""
 
-    def put(self, name: str, path: Path) -> None:
-        """Store the file *path* as *name*, replacing what has that name.
+    def put(self, name: str, source: Path | bytes) -> None:
+        """Store *source* (a file, or bytes: a snapshot of a file that is
+        still being written) as *name*, replacing what has that name.
         Returns once the store has it durably; :class:`ArchiveError` else."""
+
+    def holds(self, name: str, source: Path) -> bool:
+        """Whether the store already has *name* with exactly *source*'s
+        content (so an upload that a crash kept from being recorded need
+        not be made again)."""
+
+    def delete(self, name: str) -> None:
+        """Remove *name* if it is there."""
 
     def get(self, name: str, out: IO[bytes]) -> bool:
         """Write the file *name* into *out*; False (nothing written) when
@@ -94,11 +105,13 @@ def open_store(url: str) -> Store:
     return DirectoryStore(Path(url))
 
 
-def content_md5(path: Path, offset: int = 0, length: int | None = None) -> str:
-    """Base64 MD5 of *length* bytes of *path* from *offset* (all: None), as
-    the ``Content-MD5`` header wants it."""
+def _md5(source: Path | memoryview, offset: int = 0, length: int | None = None) -> bytes:
+    """MD5 of *length* bytes of *source* from *offset* (to the end: None)."""
     h = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
+    if isinstance(source, memoryview):
+        h.update(source[offset:None if length is None else offset + length])
+        return h.digest()
+    with open(source, "rb") as f:
         f.seek(offset)
         left = length if length is not None else -1
         while left:
@@ -107,7 +120,24 @@ def content_md5(path: Path, offset: int = 0, length: int | None = None) -> str:
                 break
             h.update(chunk)
             left -= len(chunk) if left > 0 else 0
-    return base64.b64encode(h.digest()).decode()
+    return h.digest()
+
+
+def _b64(digest: bytes) -> str:
+    """As the ``Content-MD5`` header wants a digest."""
+    return base64.b64encode(digest).decode()
+
+
+def expected_etag(source: Path) -> str:
+    """The ETag S3 gives an object uploaded from *source* by :class:`S3Store`
+    (without server-side encryption by KMS): the MD5 of a single PUT; for a
+    multipart upload the MD5 of the parts' MD5s, a dash and the count."""
+    size = source.stat().st_size
+    if size <= MULTIPART_THRESHOLD:
+        return _md5(source).hex()
+    parts = [_md5(source, offset, min(PART_SIZE, size - offset))
+             for offset in range(0, size, PART_SIZE)]
+    return f"{hashlib.md5(b''.join(parts), usedforsecurity=False).hexdigest()}-{len(parts)}"
 
 
 class _FileSlice:
@@ -145,9 +175,13 @@ class S3Store:
     def __init__(self, bucket: str, prefix: str) -> None:
         self.bucket = bucket
         self.prefix = prefix
-        self.url = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
+        self._url = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
         self._client: Any = None
         self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return self._url
 
     def _key(self, name: str) -> str:
         return f"{self.prefix}/{name}" if self.prefix else name
@@ -162,8 +196,8 @@ class S3Store:
         botocore clients are thread-safe once made."""
         with self._lock:
             if self._client is None:
-                import boto3
-                from botocore.config import Config
+                import boto3  # type: ignore[import-untyped]
+                from botocore.config import Config  # type: ignore[import-untyped]
 
                 config = Config(retries={"max_attempts": 2, "mode": "standard"},
                                 connect_timeout=10, read_timeout=30)
@@ -173,32 +207,57 @@ class S3Store:
     def _error(self, exc: BaseException, doing: str, name: str) -> ArchiveError:
         return s3_error(exc, f'could not {doing} "{self.where(name)}"')
 
-    def put(self, name: str, path: Path) -> None:
-        size = path.stat().st_size
+    def put(self, name: str, source: Path | bytes) -> None:
+        body = memoryview(source) if isinstance(source, bytes) else source
+        size = len(body) if isinstance(body, memoryview) else body.stat().st_size
         try:
-            if size <= MULTIPART_THRESHOLD:
-                with open(path, "rb") as f:
-                    self.client.put_object(Bucket=self.bucket, Key=self._key(name), Body=f,
-                                           ContentLength=size, ContentMD5=content_md5(path))
+            if size > MULTIPART_THRESHOLD:
+                self._put_multipart(name, body, size)
+            elif isinstance(body, memoryview):
+                self.client.put_object(Bucket=self.bucket, Key=self._key(name),
+                                       Body=bytes(body), ContentMD5=_b64(_md5(body)))
             else:
-                self._put_multipart(name, path, size)
+                with open(body, "rb") as f:
+                    self.client.put_object(Bucket=self.bucket, Key=self._key(name), Body=f,
+                                           ContentLength=size, ContentMD5=_b64(_md5(body)))
         except ArchiveError:
             raise
         except Exception as exc:   # botocore's errors, or the network's
             raise self._error(exc, "upload", name) from exc
 
-    def _put_multipart(self, name: str, path: Path, size: int) -> None:
+    def holds(self, name: str, source: Path) -> bool:
+        try:
+            reply = self.client.head_object(Bucket=self.bucket, Key=self._key(name))
+        except Exception as exc:
+            if _not_found(exc):
+                return False
+            raise self._error(exc, "look up", name) from exc
+        return (int(reply["ContentLength"]) == source.stat().st_size
+                and reply.get("ETag", "").strip('"') == expected_etag(source))
+
+    def delete(self, name: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(name))
+        except Exception as exc:
+            if not _not_found(exc):
+                raise self._error(exc, "delete", name) from exc
+
+    def _put_multipart(self, name: str, body: Path | memoryview, size: int) -> None:
         key = self._key(name)
         upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"]
         try:
             parts = []
-            with open(path, "rb") as f:
+            with contextlib.ExitStack() as stack:
+                f = None if isinstance(body, memoryview) else stack.enter_context(open(body, "rb"))
                 for number, offset in enumerate(range(0, size, PART_SIZE), start=1):
                     length = min(PART_SIZE, size - offset)
+                    part: Any = (_FileSlice(f, offset, length) if f is not None
+                                 else bytes(body[offset:offset + length])
+                                 if isinstance(body, memoryview) else b"")
                     reply = self.client.upload_part(
                         Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number,
-                        Body=_FileSlice(f, offset, length), ContentLength=length,
-                        ContentMD5=content_md5(path, offset, length))
+                        Body=part, ContentLength=length,
+                        ContentMD5=_b64(_md5(body, offset, length)))
                     parts.append({"PartNumber": number, "ETag": reply["ETag"]})
             self.client.complete_multipart_upload(Bucket=self.bucket, Key=key,
                                                   UploadId=upload_id,
@@ -295,10 +354,26 @@ class DirectoryStore:
     def where(self, name: str) -> str:
         return str(self.path / name)
 
-    def put(self, name: str, path: Path) -> None:
+    def put(self, name: str, source: Path | bytes) -> None:
         from walfast.waldir.durable import write_file_durably
 
-        write_file_durably(self.path, name, path.read_bytes(), sync=True, mode=0o600)
+        data = source if isinstance(source, bytes) else source.read_bytes()
+        try:
+            write_file_durably(self.path, name, data, sync=True, mode=0o600)
+        except OSError as exc:
+            raise ArchiveError(f"could not store {name}: {exc.strerror or exc}") from exc
+
+    def holds(self, name: str, source: Path) -> bool:
+        try:
+            return (self.path / name).read_bytes() == source.read_bytes()
+        except FileNotFoundError:
+            return False
+
+    def delete(self, name: str) -> None:
+        try:
+            os.unlink(self.path / name)
+        except FileNotFoundError:
+            pass
 
     def get(self, name: str, out: IO[bytes]) -> bool:
         try:

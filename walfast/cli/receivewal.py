@@ -54,6 +54,8 @@ from walfast.waldir.codecs import CompressionSpec
 if TYPE_CHECKING:
     import psycopg
 
+    from walfast.archive.uploader import ArchiveOptions
+
 # psycopg, the engine and the stream loop are imported when a connection is
 # made (run()), so --help, --version and usage errors start fast.
 
@@ -119,6 +121,8 @@ OPTIONS: tuple[Option, ...] = (
 #: does not, so that its abbreviations stay pg_receivewal's: ``--no-p`` is
 #: ``--no-password`` there, ambiguous here).
 WALFAST_OPTIONS: tuple[Option, ...] = OPTIONS + (
+    Option("archive", None, True),
+    Option("archive-partial-interval", None, True),
     Option("metrics-address", None, True),
     Option("no-progress", None, False),
 )
@@ -283,6 +287,8 @@ class ReceiveWalArgs:
     no_sync: bool = False
     compression: CompressionSpec | None = None
     # walfast receive only (WALFAST_OPTIONS)
+    archive: str | None = None
+    archive_partial_interval: int = 0
     metrics_address: str | None = None
     no_progress: bool = False
 
@@ -302,6 +308,9 @@ class ReceiveWalArgs:
         elif opt.name == "receive-timeout":
             self.receive_timeout = parse_int_option(
                 value, "--receive-timeout", 0, 2147483647 // 1000)
+        elif opt.name == "archive-partial-interval":
+            self.archive_partial_interval = parse_int_option(
+                value, "--archive-partial-interval", 0, 2147483647 // 1000)
         elif opt.name == "min-free":
             try:
                 self.min_free = parse_size(value)
@@ -342,6 +351,10 @@ def parse_args(args: Sequence[str], options: Sequence[Option] = OPTIONS) -> Rece
         raise UsageError(f"{action} needs a slot to be specified using --slot", hint=True)
     if parsed.synchronous and parsed.no_sync:
         raise UsageError("cannot use --synchronous together with --no-sync", hint=True)
+    if parsed.archive_partial_interval and parsed.archive is None:
+        raise UsageError("--archive-partial-interval needs an archive (--archive)", hint=True)
+    if parsed.archive is not None and not parsed.archive.startswith("s3://"):
+        raise UsageError(f'--archive: "{parsed.archive}" is not s3://BUCKET/PREFIX', hint=False)
     slot_action = parsed.drop_slot or parsed.create_slot
     if parsed.directory is None and not slot_action:
         raise UsageError("no target directory specified", hint=True)
@@ -451,6 +464,13 @@ a segment file that would leave less free space (default: 0, until full).
 
 
 _WALFAST_HELP = """\
+      --archive=s3://BUCKET/PREFIX
+                         also ship every completed file to S3 (boto3's settings;
+                         AWS_ENDPOINT_URL for MinIO and the like); with -S the
+                         slot never passes what the bucket holds
+      --archive-partial-interval=SECS
+                         upload the open segment as NAME.partial at most every
+                         SECS seconds (default: 0, never)
       --metrics-address=[HOST:]PORT
                          serve Prometheus metrics there (PORT alone: 127.0.0.1)
       --no-progress      no progress bar while catching up (shown on a terminal)
@@ -602,6 +622,7 @@ def run(args: ReceiveWalArgs, fe: Frontend) -> int:
             status_interval=float(args.status_interval), sync=not args.no_sync,
             endpos=args.endpos, compression=args.compression,
             receive_timeout=float(args.receive_timeout), min_free=args.min_free,
+            archive=_archive_options(args),
         )
         with ReceiveExtras(options.directory, args.metrics_address, args.no_progress
                            or not fe.walfast_options):
@@ -615,6 +636,14 @@ def run(args: ReceiveWalArgs, fe: Frontend) -> int:
         log.error("disconnected")
         return 1
     return 0
+
+
+def _archive_options(args: ReceiveWalArgs) -> ArchiveOptions | None:
+    if args.archive is None:
+        return None
+    from walfast.archive.uploader import ArchiveOptions
+
+    return ArchiveOptions(args.archive, float(args.archive_partial_interval))
 
 
 def run_frontend(args: Sequence[str], fe: Frontend) -> int:

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import start_http_server
@@ -30,8 +32,10 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from walfast.archive.status import read_archive_status
 from walfast.errors import WalfastError
 from walfast.log import get_logger
+from walfast.lsn import parse_lsn
 from walfast.monitor.progress import FLUSH_BUCKETS_US, STATES, ProgressStateError, read_progress
 
 __all__ = ["PREFIX", "MetricsServer", "ProgressCollector", "parse_address"]
@@ -118,6 +122,32 @@ class ProgressCollector(Collector):
         yield HistogramMetricFamily(f"{PREFIX}_flush_duration_seconds",
                                     "Duration of the receive loop's fdatasync calls",
                                     buckets=buckets, sum_value=s.flush_time)
+        archive = read_archive_status(self.directory)
+        if archive is not None:
+            yield from _archive_metrics(archive, gauge, counter)
+
+
+def _archive_metrics(a: dict[str, Any], gauge: Callable[[str, str, float], Metric],
+                     counter: Callable[[str, str, float], Metric]) -> Iterator[Metric]:
+    """With --archive: the uploads' lag and failures (walfast.archive.status)."""
+    oldest = float(a.get("oldest_pending_since") or 0)
+    yield gauge("archive_archived_lsn", "Position up to which the archive holds all WAL",
+                float(parse_lsn(str(a.get("archived_lsn", "0/0")))))
+    yield gauge("archive_pending_files", "Completed files waiting to be uploaded",
+                float(a.get("pending_files", 0)))
+    yield gauge("archive_pending_segments", "Completed segments waiting to be uploaded",
+                float(a.get("pending_segments", 0)))
+    yield gauge("archive_pending_bytes", "Bytes waiting to be uploaded",
+                float(a.get("pending_bytes", 0)))
+    yield gauge("archive_oldest_pending_seconds", "Age of the oldest file waiting to be "
+                "uploaded (0: none)", max(0.0, time.time() - oldest) if oldest else 0.0)
+    yield gauge("archive_failing", "1 while uploads fail (retried with backoff)",
+                1.0 if a.get("failing_since") else 0.0)
+    yield counter("archive_uploaded_files", "Files uploaded by this receiver",
+                  float(a.get("uploaded_files", 0)))
+    yield counter("archive_uploaded_bytes", "Bytes uploaded by this receiver",
+                  float(a.get("uploaded_bytes", 0)))
+    yield counter("archive_upload_failures", "Failed upload attempts", float(a.get("failures", 0)))
 
 
 _ADDRESS_RE = re.compile(r"^(?:(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:\[\]]+)):)?(?P<port>\d+)$")

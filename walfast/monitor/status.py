@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from walfast.archive.status import describe_archive, read_archive_status
 from walfast.cli.usage import ArgumentParser, UsageError, print_usage_error
 from walfast.errors import WalfastError
 from walfast.lsn import format_lsn, parse_lsn
@@ -107,6 +108,9 @@ def format_status(s: ProgressSnapshot, directory: str) -> str:
         ("started", _utc(s.start_time)),
         ("updated", _utc(s.update_time)),
     ]
+    archive = read_archive_status(directory)
+    if archive is not None:
+        rows.append(("archive", describe_archive(archive)))
     head = f'walfast receiver in "{directory}": {s.status} (pid {s.pid})'
     return "\n".join([head] + [f"  {k:<19} {v}" for k, v in rows])
 
@@ -139,7 +143,11 @@ def cmd_status(argv: Sequence[str]) -> int:
         _err(str(e))
         return EXIT_ERROR
     if args.json:
-        print(json.dumps(s.to_json(), indent=2))
+        out = s.to_json()
+        archive = read_archive_status(args.directory)
+        if archive is not None:
+            out["archive"] = archive
+        print(json.dumps(out, indent=2))
     else:
         print(format_status(s, args.directory))
     return 0

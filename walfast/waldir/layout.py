@@ -12,6 +12,9 @@ with ``glob("*")``, which leaves out dot-entries):
 ``identity``       whose WAL the directory holds (:mod:`.identity`)
 ``boot``           which files may hold bytes of an earlier boot (:mod:`.resume`)
 ``progress``       the shared progress state (:mod:`walfast.monitor.progress`)
+``archived``       the files the archive holds, one name per line
+                   (:mod:`walfast.archive.uploader`, with ``--archive``)
+``archive-status`` the uploads' lag and failures, JSON, for ``walfast status``
 =================  ==========================================================
 
 Files in it get the same mode as the WAL files (0600, or 0640).  While the
@@ -35,7 +38,8 @@ from pathlib import Path
 from typing import Union
 
 __all__ = [
-    "BOOT", "IDENTITY", "LEGACY_FILES", "PROGRESS", "STATE_DIR", "STATE_FILES",
+    "ARCHIVED", "ARCHIVE_STATUS", "BOOT", "IDENTITY", "LEGACY_FILES", "PROGRESS", "STATE_DIR",
+    "STATE_FILES",
     "dir_mode_for", "ensure_state_dir", "migrate_legacy_files", "state_dir", "state_file",
 ]
 
@@ -46,9 +50,11 @@ STATE_DIR = ".walfast"
 IDENTITY = "identity"
 BOOT = "boot"
 PROGRESS = "progress"
+ARCHIVED = "archived"
+ARCHIVE_STATUS = "archive-status"
 #: Every name walfast keeps in :data:`STATE_DIR` (besides ``NAME.tmp`` while
 #: one is being replaced).
-STATE_FILES = frozenset({IDENTITY, BOOT, PROGRESS})
+STATE_FILES = frozenset({IDENTITY, BOOT, PROGRESS, ARCHIVED, ARCHIVE_STATUS})
 #: Names earlier walfast versions used next to the WAL -> their names now.
 LEGACY_FILES = {"walfast.identity": IDENTITY, "walfast.boot": BOOT,
                 "walfast.progress": PROGRESS}
