@@ -272,3 +272,30 @@ def test_a_bucket_that_does_not_exist_is_refused_before_streaming(pg_cluster, pr
     assert "NoSuchBucket" in err and "s3://no-such-bucket-here/wal" in err, err
     assert "Traceback" not in err
     assert "starting log streaming" not in err
+
+
+def test_compressed_files_and_history_files_as_written(pg_cluster, standby_factory, procs, s3,
+                                                       bucket, tmp_path):
+    """With -Z the objects are the compressed files exactly as written
+    (NAME.lz4); a timeline switch ships the history file; everything goes
+    as the local directory holds it."""
+    primary = pg_cluster
+    standby = standby_factory(primary)
+    (d,) = make_dirs(tmp_path, "wal")
+    wf = start_archiving(procs, s3, d, standby, f"s3://{bucket}/z", "-Z", "lz4")
+    wait_streaming(standby, ["walfast"], [wf])
+    make_wal(primary, 2)
+    assert standby.promote() == 2
+    make_wal(standby, 2)
+    wait_until(lambda: "00000002.history" in set(versions(s3, bucket, "z"))
+               and any(n.startswith("00000002") and n.endswith(".lz4")
+                       for n in versions(s3, bucket, "z")),
+               "the history file and a timeline 2 segment in the bucket", 60, [wf])
+    assert wf.interrupt() == 0
+    local = sorted(n for n in os.listdir(d) if n.endswith((".lz4", ".history")))
+    objects = s3.objects(bucket, "z")
+    assert all(n.endswith((".lz4", ".history")) for n in objects), sorted(objects)
+    assert set(objects) <= set(local)
+    for name in objects:
+        assert objects[name] == (d / name).read_bytes(), name
+    assert objects["00000002.history"] == (standby.pg_wal / "00000002.history").read_bytes()

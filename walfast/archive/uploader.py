@@ -262,13 +262,18 @@ class Uploader:
         next_scan = 0.0
         while not self._stopping.is_set():
             now = time.monotonic()
-            if self._wake.is_set() or now >= next_scan:
-                self._wake.clear()
-                self._scan()
-                next_scan = now + RESCAN
-            self._submit_ready()
-            self._maybe_snapshot_partial()
-            self._write_status()
+            try:
+                if self._wake.is_set() or now >= next_scan:
+                    self._wake.clear()
+                    self._scan()
+                    next_scan = now + RESCAN
+                self._submit_ready()
+                self._maybe_snapshot_partial()
+                self._write_status()
+            except Exception as exc:     # never let the archive stop for good
+                log.warning("archive uploader: %s; going on in %g s", describe(exc), RESCAN)
+                self._wake.wait(RESCAN)
+                continue
             self._wake.wait(self._next_wait())
 
     def _next_wait(self) -> float:
@@ -301,7 +306,8 @@ class Uploader:
                     self._update_first_unarchived()
                 return
             if not item.checked and self.store.holds(item.name, path):
-                log.debug("%s is already in %s", item.name, self.store.url)
+                # Uploaded by a run that stopped before recording it.
+                log.info("%s is already in %s", item.name, self.store.url)
             else:
                 self.store.put(item.name, path)
                 self.uploaded_files += 1
@@ -309,9 +315,7 @@ class Uploader:
             self._record_archived(item)
             if self.partial_interval and item.segno is not None:
                 self._drop_partial_objects(item.name)
-        except ArchiveError as exc:
-            self._failed(item, str(exc))
-        except OSError as exc:
+        except Exception as exc:        # the store's, the disk's, or a bug: retried alike
             self._failed(item, describe(exc))
         finally:
             with self._lock:
@@ -352,12 +356,17 @@ class Uploader:
                     "on)", reason, delay, waiting)
 
     def _drop_partial_objects(self, completed: str) -> None:
-        """The completed segment replaces its ``.partial`` object(s)."""
+        """The completed segment replaces its ``.partial`` object(s) (a
+        failure is only logged: restore prefers the complete file anyway)."""
         base = completed[:24]
         with self._lock:
             names = [n for n in self._partial_objects if n.startswith(base)]
-        for name in names or [completed + ".partial", base + ".partial"]:
-            self.store.delete(name)
+        for name in names or sorted({completed + ".partial", base + ".partial"}):
+            try:
+                self.store.delete(name)
+            except ArchiveError as exc:
+                log.warning("%s (the complete segment is archived)", exc)
+                continue
             with self._lock:
                 self._partial_objects.discard(name)
 
@@ -393,6 +402,12 @@ class Uploader:
         with self._lock:
             self._partial_objects.add(name)
             self._partial_archived = (segno, flushed)
+            completed_meanwhile = segno in self._archived_segnos
+        if completed_meanwhile:
+            # The segment was completed and uploaded while this snapshot was
+            # on its way: it must not outlive the complete object.
+            self._drop_partial_objects(name[:24])
+            return
         log.debug("uploaded %s up to %s", name, format_lsn(flushed))
 
     # ---- status --------------------------------------------------------------------
