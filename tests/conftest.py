@@ -278,3 +278,16 @@ def pytest_report_header(config) -> list[str]:
     except (OSError, subprocess.SubprocessError) as exc:
         version = f"unknown version ({exc})"
     return [f"postgresql: {bindir} ({version})"]
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """What tests measured and recorded (``record_property``), shown without
+    ``-s`` too, so that a plain run's figures can be quoted."""
+    figures = [f"{r.nodeid}: {name}: {value}"
+               for reports in terminalreporter.stats.values() for r in reports
+               if getattr(r, "when", None) == "call"
+               for name, value in getattr(r, "user_properties", ())]
+    if figures:
+        terminalreporter.section("recorded figures")
+        for line in figures:
+            terminalreporter.write_line(line)

@@ -5,7 +5,8 @@ For each fault: what walfast says, its exit status under ``-n``, and without
 server's pg_wal.  Faults are real: the walsender process stopped with
 SIGSTOP, a loopback proxy that blackholes or cuts the connection
 (helpers.faultproxy), a slot held by another connection or missing, WAL the
-server already removed.  Where pg_receivewal behaves the same, it runs side
+server already removed, a full disk, a read-only file system, write
+permission taken away.  Where pg_receivewal behaves the same, it runs side
 by side.  Times are kept short with ``--receive-timeout``.
 """
 
@@ -23,11 +24,15 @@ import pytest
 
 from helpers.faultproxy import FaultProxy
 from helpers.receivers import (
-    holds_wal, make_dirs, replication_rows, run_cli, small_commit, wait_streaming, wait_until,
+    Receiver, assert_completed_like_pg_wal, clean_env, holds_wal, make_dirs, mismatch,
+    partial_files, pg_receivewal_argv, replication_rows, run_cli, segno_of, small_commit,
+    wait_streaming, wait_until, walfast_argv,
 )
-from walfast.lsn import format_lsn
+from walfast.cluster import tool_env
+from walfast.lsn import format_lsn, parse_lsn
 from walfast.monitor.progress import ProgressStateError, read_progress
 from walfast.replication import walrcv
+from walfast.stream import RECONNECT_SLEEP
 
 pytestmark = pytest.mark.slow
 
@@ -408,3 +413,149 @@ def test_read_only_file_system_is_retried(pg_cluster, procs, tmp_path):
     assert wf.interrupt() == 0
     err = wf.stderr()
     assert "Traceback" not in err and "[Errno" not in err and "Permission denied" not in err
+
+
+# --------------------------------------------------------------------------- #
+# write permission taken away (EACCES)
+# --------------------------------------------------------------------------- #
+
+def without_permission_bypass(argv: list[str]) -> list[str]:
+    """*argv* run so that file permissions apply to it.  Root passes every
+    permission check through two capabilities, so under root the command
+    runs without them (still as root, not as another user, who may not
+    reach the suite's interpreter: a pyenv under /root)."""
+    if os.geteuid() != 0:
+        return argv
+    return ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search",
+            "--", *argv]
+
+
+def reported_flushed(cluster, slot: str, d) -> int:
+    """The furthest flush position walfast reported: to the server (the
+    slot's restart_lsn) or in its progress state."""
+    (lsn,), = cluster.execute(
+        "SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = %s", (slot,))
+    state = read_progress(d, check_running=False)
+    return max(parse_lsn(lsn) if lsn else 0, state.flushed_lsn)
+
+
+@pytest.mark.parametrize("denied", ["directory", "partial"])
+def test_permission_denied_is_retried(pg_cluster, procs, tmp_path, record_property, denied):
+    """Write permission is taken away while streaming: from the directory
+    (the full segment cannot be renamed) or from the open .partial
+    (reopening it after a reconnect fails).  Said naming the file, retried
+    every 5 s as pg_receivewal does; the .partial is kept, and nothing past
+    the WAL it holds is ever reported flushed.  Once permission is back,
+    receiving goes on by itself and the directory is byte-identical to
+    pg_wal."""
+    cluster = pg_cluster
+    seg = cluster.wal_segment_size
+    cluster.execute("SELECT pg_create_physical_replication_slot('noperm', true)")
+    (d,) = make_dirs(tmp_path, "wal")
+    wf = procs.program("walfast", without_permission_bypass(walfast_argv(
+        "-D", str(d), "-d", cluster.conninfo(), "-S", "noperm", "-v")))
+    pid = wait_streaming(cluster, ["walfast"], [wf])["walfast"]["pid"]
+    start, _ = wf.start_position()
+    (partial,) = partial_files(d)
+    target = d if denied == "directory" else d / partial
+    mode = target.stat().st_mode & 0o777
+    target.chmod(mode & ~0o222)
+    try:
+        if denied == "directory":
+            cluster.generate_wal(2 * seg)       # the open segment fills up
+        else:
+            cluster.execute(f"SELECT pg_terminate_backend({pid})")    # a reconnect meets it
+        denials: list[float] = []               # when each attempt was denied
+
+        def three_denials() -> bool:
+            n = wf.stderr().count("Permission denied")
+            denials.extend([time.monotonic()] * (n - len(denials)))
+            return n >= 3
+        wait_until(three_denials, "three attempts denied", 40, [wf])
+        assert (d / partial).stat().st_size == seg
+        flushed = reported_flushed(cluster, "noperm", d)
+        assert holds_wal(d, cluster, start, flushed), \
+            f"{format_lsn(flushed)} reported flushed: {mismatch(d, cluster, start, flushed)}"
+    finally:
+        target.chmod(mode)
+    restored = time.monotonic()
+    cluster.generate_wal(2 * seg)           # past the end of the .partial's segment
+    end = small_commit(cluster)
+    wait_until(lambda: holds_wal(d, cluster, start, end), f"WAL up to {format_lsn(end)}",
+               30, [wf])
+    recovered = time.monotonic() - restored
+    gaps = [round(b - a, 1) for a, b in zip(denials, denials[1:])]
+    record_property("recovery", f"streaming again {recovered:.1f} s after permission was "
+                    f"back (attempts denied {gaps} s apart)")
+    assert all(RECONNECT_SLEEP - 0.5 <= g <= RECONNECT_SLEEP + 3 for g in gaps), gaps
+    assert recovered <= RECONNECT_SLEEP + 5, f"streaming again only after {recovered:.1f} s"
+    assert wf.interrupt() == 0
+    assert partial[:24] in assert_completed_like_pg_wal(d, cluster)
+    flushed = reported_flushed(cluster, "noperm", d)
+    assert holds_wal(d, cluster, start, flushed), mismatch(d, cluster, start, flushed)
+    err = wf.stderr()
+    assert "Traceback" not in err and "[Errno" not in err
+    verb = "rename" if denied == "directory" else "open"
+    assert lines(wf).count(f'PROG: error: could not {verb} write-ahead log file '
+                           f'"{d / partial}": Permission denied') >= 3, err
+    assert err.count("walfast: disconnected; waiting 5 seconds to try again") >= 3
+
+
+def test_permission_denied_with_no_loop_exits_1(pg_cluster, bindir, procs, tmp_path):
+    """Under -n a permission error ends walfast with exit 1 and one line
+    that names the file, as it ends pg_receivewal (side by side; each words
+    the failed step its own way): first the directory (the full segment
+    cannot be renamed), then the .partial left behind (it cannot be
+    reopened)."""
+    cluster = pg_cluster
+    seg = cluster.wal_segment_size
+    wf_dir, pg_dir = make_dirs(tmp_path, "walfast", "pg")
+    mode = wf_dir.stat().st_mode & 0o777
+
+    def run_both() -> tuple[Receiver, Receiver]:
+        wf = procs.program("walfast", without_permission_bypass(walfast_argv(
+            "-D", str(wf_dir), "-d", cluster.conninfo(), "-n", "-v")))
+        pg = procs.program("pg_receivewal", without_permission_bypass(pg_receivewal_argv(
+            bindir, "-D", str(pg_dir), "-d", cluster.conninfo(), "-n", "-v")),
+            env=tool_env(bindir, clean_env()))
+        return wf, pg
+
+    def denied(wf: Receiver, pg: Receiver, partial: str) -> str:
+        """walfast's error line, once both said their errors the same way."""
+        for r in (wf, pg):
+            *errors, last = lines(r)[1:]
+            assert last == "PROG: error: disconnected"
+            assert errors and all(partial in e and e.endswith(": Permission denied")
+                                  for e in errors), lines(r)
+        assert "Traceback" not in wf.stderr() and "[Errno" not in wf.stderr()
+        (error,) = lines(wf)[1:-1]
+        return error
+
+    wf, pg = run_both()
+    wait_streaming(cluster, ["walfast", "pg_receivewal"], [wf, pg])
+    start, _ = wf.start_position()
+    for d in (wf_dir, pg_dir):
+        d.chmod(0o500)
+    try:
+        cluster.generate_wal(2 * seg)
+        assert wf.wait(30) == pg.wait(30) == 1
+    finally:
+        for d in (wf_dir, pg_dir):
+            d.chmod(mode)
+    (partial,) = partial_files(wf_dir)
+    assert partial_files(pg_dir) == [partial]
+    assert denied(wf, pg, partial) == (
+        f'PROG: error: could not rename write-ahead log file "{wf_dir / partial}": '
+        "Permission denied")
+    # The full segment was synced before the rename failed: it is all there.
+    segment_end = (segno_of(partial, cluster) + 1) * seg
+    assert holds_wal(wf_dir, cluster, start, segment_end)
+
+    for d in (wf_dir, pg_dir):
+        (d / partial).chmod(0o400)
+    wf, pg = run_both()
+    assert wf.wait(30) == pg.wait(30) == 1
+    assert denied(wf, pg, partial) == (
+        f'PROG: error: could not open write-ahead log file "{wf_dir / partial}": '
+        "Permission denied")
+    assert holds_wal(wf_dir, cluster, start, segment_end)
