@@ -125,7 +125,7 @@ def test_completed_files_reach_the_bucket_byte_identical_once(pg_cluster, procs,
 
 
 def test_the_slot_never_passes_the_bucket_while_the_store_is_down(pg_cluster, procs, s3, bucket,
-                                                                  tmp_path):
+                                                                  tmp_path, record_property):
     """The store goes away (every connection refused): receiving goes on,
     a warning names the failure, status shows the backlog, and the slot's
     restart_lsn stays at or below the first segment the bucket lacks.  When
@@ -185,12 +185,12 @@ def test_the_slot_never_passes_the_bucket_while_the_store_is_down(pg_cluster, pr
     objects = s3.objects(bucket, "gated")
     for name in local:
         assert objects[name] == (d / name).read_bytes()
-    print(f"store down {t_up - t_down:.1f} s; backlog of {len(missing)} segments drained in "
+    record_property("recovery", f"store down {t_up - t_down:.1f} s; backlog of {len(missing)} segments drained in "
           f"{drained:.1f} s; end {format_lsn(end)}")
 
 
 def test_sigkill_during_uploads_loses_and_repeats_nothing(pg_cluster, procs, s3, bucket,
-                                                          tmp_path):
+                                                          tmp_path, record_property):
     """walfast is killed (SIGKILL) again and again while uploads are in
     flight, and restarted: in the end every completed segment is in the
     bucket, byte-identical, and was PUT exactly once (the bucket's versions
@@ -220,7 +220,10 @@ def test_sigkill_during_uploads_loses_and_repeats_nothing(pg_cluster, procs, s3,
     objects = s3.objects(bucket, "killed")
     for name in local:
         assert objects[name] == (cluster.pg_wal / name).read_bytes()
-    print(f"{kills} kills, {len(local)} segments, each PUT once")
+    found = sum(p.stderr().count("is already in") for p in procs.started)
+    record_property("sigkill", f"{kills} kills, {len(local)} segments, each PUT once; "
+                               f"{found} uploads a kill kept from being recorded were found "
+                               f"in the bucket instead of made again")
 
 
 def test_open_segment_is_uploaded_at_the_interval(pg_cluster, procs, s3, bucket, tmp_path):
