@@ -58,8 +58,9 @@ _COPY_BUFFER = 1 << 20
 class Store(Protocol):
     """An archive location (:func:`open_store`)."""
 
-    #: The location as the user gave it, for messages.
-    url: str
+    @property
+    def url(self) -> str:
+        """The location as the user gave it, for messages."""
 
     def put(self, name: str, path: Path) -> None:
         """Store the file *path* as *name*, replacing what has that name.
