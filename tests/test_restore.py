@@ -44,12 +44,13 @@ import pytest
 import zstandard
 
 from helpers.faultproxy import FaultProxy
-from helpers.receivers import wait_streaming, wait_until
+from helpers.receivers import clean_env, wait_streaming, wait_until, walfast_argv
 from helpers.s3server import S3Server, s3_env
 from helpers.wal_synth import make_wal
+from walfast.archive.status import read_archive_status
 from walfast.archive.store import open_store
 from walfast.cluster import Cluster, free_port
-from walfast.lsn import format_lsn, history_file_name, parse_history_file_name, \
+from walfast.lsn import format_lsn, history_file_name, parse_history_file_name, parse_lsn, \
     parse_wal_file_name, segment_file_name
 
 MB = 1 << 20
@@ -686,22 +687,28 @@ def _checksum(cluster: Cluster) -> tuple[int, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("shipped_by", ["put", "archive"])
 def test_standby_recovers_from_the_bucket_to_the_primarys_data(
         pg_bindir, pg_cluster_factory, procs, s3, archive, tmp_path, server_bin_dir,
-        monkeypatch):
-    """A primary's WAL, received by walfast receive and put into the bucket
-    (completed segments, half of them gzip-compressed, and the open
-    segment's .partial); a pg_basebackup with no -R and no WAL of its own;
-    recovery.signal and restore_command = 'walfast restore %f %p --from
-    s3://... --partial --prefetch=4': it replays everything the archive has,
-    ends recovery, and holds exactly the primary's data."""
+        monkeypatch, record_property, shipped_by):
+    """A primary's WAL, received by walfast receive and in the bucket: put
+    there by the test (completed segments, half of them gzip-compressed, and
+    the open segment's .partial), or shipped by the receiver itself
+    (``--archive ... --archive-partial-interval 1``); a pg_basebackup with
+    no -R and no WAL of its own; recovery.signal and restore_command =
+    'walfast restore %f %p --from s3://... --partial --prefetch=4': it
+    replays everything the archive has, ends recovery, and holds exactly
+    the primary's data."""
     primary = pg_cluster_factory(1)
     seg = primary.wal_segment_size
     primary.execute("SELECT pg_create_physical_replication_slot('restore_test', true)")
     waldir = tmp_path / "wal"
     waldir.mkdir()
-    receiver = procs.walfast("-D", str(waldir), "-d", primary.conninfo(), "-S", "restore_test",
-                             "--synchronous", "-n", "-v")
+    argv = walfast_argv("-D", str(waldir), "-d", primary.conninfo(), "-S", "restore_test",
+                        "--synchronous", "-n", "-v")
+    if shipped_by == "archive":
+        argv += ["--archive", archive.url, "--archive-partial-interval", "1"]
+    receiver = procs.program("walfast", argv, env={**clean_env(), **s3.env})
     wait_streaming(primary, ["walfast"], [receiver])
 
     primary.execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
@@ -738,12 +745,22 @@ def test_standby_recovers_from_the_bucket_to_the_primarys_data(
                             format_lsn(end), "--timeout", "60"], capture_output=True, text=True,
                            timeout=90)
         assert r.returncode == 0, r.stderr
+        store = open_store(archive.url)
+        put = []
+        if shipped_by == "archive":
+            # Everything completed uploaded, and the open segment's snapshot
+            # past the last commit.
+            def shipped():
+                status = read_archive_status(waldir) or {}
+                return (status.get("pending_files") == 0 and status.get("partial")
+                        and parse_lsn(str(status["partial"])) >= end)
+            wait_until(shipped, f"the bucket to hold everything up to {format_lsn(end)}", 60,
+                       [receiver])
+            put = list(store.names())
         assert receiver.interrupt() == 0, receiver.stderr()
 
         # Into the bucket, as an archiving receiver would put them.
-        store = open_store(archive.url)
-        put = []
-        for path in sorted(waldir.iterdir()):
+        for path in sorted(waldir.iterdir()) if shipped_by == "put" else ():
             wal = parse_wal_file_name(path.name)
             if wal is not None and wal.plain and wal.complete:
                 segno = int(path.name[16:], 16)
@@ -778,8 +795,8 @@ def test_standby_recovers_from_the_bucket_to_the_primarys_data(
             assert time.monotonic() < deadline, standby.logfile.read_text()[-5000:]
             time.sleep(0.05)
         replay = time.monotonic() - t0
-        print(f"standby start to end of recovery: {replay:.2f} s for "
-              f"{len(put)} files ({format_lsn(end)})")
+        record_property("replay", f"standby start to end of recovery: {replay:.2f} s for "
+                                  f"{len(put)} files ({format_lsn(end)}), shipped by {shipped_by}")
 
         assert _checksum(standby) == want
         (timeline,), = standby.execute(
