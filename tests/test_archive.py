@@ -281,11 +281,13 @@ def test_compressed_files_and_history_files_as_written(pg_cluster, standby_facto
                                                        bucket, tmp_path):
     """With -Z the objects are the compressed files exactly as written
     (NAME.lz4); a timeline switch ships the history file; everything goes
-    as the local directory holds it."""
+    as the local directory holds it; the open segment's snapshot is a prefix
+    of its compressed .partial."""
     primary = pg_cluster
     standby = standby_factory(primary)
     (d,) = make_dirs(tmp_path, "wal")
-    wf = start_archiving(procs, s3, d, standby, f"s3://{bucket}/z", "-Z", "lz4")
+    wf = start_archiving(procs, s3, d, standby, f"s3://{bucket}/z", "-Z", "lz4",
+                         "--archive-partial-interval", "1")
     wait_streaming(standby, ["walfast"], [wf])
     make_wal(primary, 2)
     assert standby.promote() == 2
@@ -294,9 +296,18 @@ def test_compressed_files_and_history_files_as_written(pg_cluster, standby_facto
                and any(n.startswith("00000002") and n.endswith(".lz4")
                        for n in versions(s3, bucket, "z")),
                "the history file and a timeline 2 segment in the bucket", 60, [wf])
+    open_partial = [n for n in os.listdir(d) if n.startswith("00000002")
+                    and n.endswith(".lz4.partial")]
+    wait_until(lambda: set(open_partial) & set(versions(s3, bucket, "z")),
+               "the open segment's snapshot", 30, [wf])
     assert wf.interrupt() == 0
     local = sorted(n for n in os.listdir(d) if n.endswith((".lz4", ".history")))
     objects = s3.objects(bucket, "z")
+    snapshots = {n: b for n, b in objects.items() if n.endswith(".partial")}
+    assert set(snapshots) == set(open_partial), sorted(objects)
+    for name, body in snapshots.items():
+        assert body and (d / name).read_bytes().startswith(body), name
+    objects = {n: b for n, b in objects.items() if n not in snapshots}
     assert all(n.endswith((".lz4", ".history")) for n in objects), sorted(objects)
     assert set(objects) <= set(local)
     for name in objects:
