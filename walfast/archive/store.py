@@ -12,9 +12,12 @@ roles), ``AWS_PROFILE``, the region, and ``AWS_ENDPOINT_URL`` (or
 ``AWS_ENDPOINT_URL_S3``) for MinIO, Ceph RGW, R2 and the like.  boto3 is
 imported only when an S3 location is used.
 
-Integrity: every PUT and every part of a multipart upload carries
-``Content-MD5``, so the store refuses a body that changed on the way
-(``BadDigest``) rather than storing it.  Files larger than
+Integrity: every PUT and every part of a multipart upload carries an
+``x-amz-checksum-crc32`` that botocore computes from the body as it sends
+it, so the store refuses a body that changed on the way rather than storing
+it.  (Content-MD5 would do the same but costs a second read and a slower
+hash: walfast's uploader used about twice the CPU with both, see
+benchmarks/README.md.)  Files larger than
 :data:`MULTIPART_THRESHOLD` go in parts of :data:`PART_SIZE` (a 1 GiB
 segment is 16 parts), each retried on its own by the caller's retry loop
 only as a whole upload: a failed multipart upload is aborted, never left
@@ -27,7 +30,6 @@ while it does, which a client stuck in its own retries could not.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import os
@@ -53,6 +55,8 @@ __all__ = [
 MULTIPART_THRESHOLD = 64 << 20
 #: The size of each part (S3 allows 5 MiB to 5 GiB, at most 10,000 parts).
 PART_SIZE = 64 << 20
+#: The checksum every PUT and part carries (x-amz-checksum-crc32).
+CHECKSUM = "CRC32"
 _COPY_BUFFER = 1 << 20
 
 
@@ -121,11 +125,6 @@ def _md5(source: Path | memoryview, offset: int = 0, length: int | None = None) 
             h.update(chunk)
             left -= len(chunk) if left > 0 else 0
     return h.digest()
-
-
-def _b64(digest: bytes) -> str:
-    """As the ``Content-MD5`` header wants a digest."""
-    return base64.b64encode(digest).decode()
 
 
 def expected_etag(source: Path) -> str:
@@ -215,11 +214,11 @@ class S3Store:
                 self._put_multipart(name, body, size)
             elif isinstance(body, memoryview):
                 self.client.put_object(Bucket=self.bucket, Key=self._key(name),
-                                       Body=bytes(body), ContentMD5=_b64(_md5(body)))
+                                       Body=bytes(body), ChecksumAlgorithm=CHECKSUM)
             else:
                 with open(body, "rb") as f:
                     self.client.put_object(Bucket=self.bucket, Key=self._key(name), Body=f,
-                                           ContentLength=size, ContentMD5=_b64(_md5(body)))
+                                           ContentLength=size, ChecksumAlgorithm=CHECKSUM)
         except ArchiveError:
             raise
         except Exception as exc:   # botocore's errors, or the network's
@@ -244,7 +243,8 @@ class S3Store:
 
     def _put_multipart(self, name: str, body: Path | memoryview, size: int) -> None:
         key = self._key(name)
-        upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"]
+        upload_id = self.client.create_multipart_upload(
+            Bucket=self.bucket, Key=key, ChecksumAlgorithm=CHECKSUM)["UploadId"]
         try:
             parts = []
             with contextlib.ExitStack() as stack:
@@ -256,9 +256,9 @@ class S3Store:
                                  if isinstance(body, memoryview) else b"")
                     reply = self.client.upload_part(
                         Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number,
-                        Body=part, ContentLength=length,
-                        ContentMD5=_b64(_md5(body, offset, length)))
-                    parts.append({"PartNumber": number, "ETag": reply["ETag"]})
+                        Body=part, ContentLength=length, ChecksumAlgorithm=CHECKSUM)
+                    parts.append({"PartNumber": number, "ETag": reply["ETag"],
+                                  f"Checksum{CHECKSUM}": reply[f"Checksum{CHECKSUM}"]})
             self.client.complete_multipart_upload(Bucket=self.bucket, Key=key,
                                                   UploadId=upload_id,
                                                   MultipartUpload={"Parts": parts})
