@@ -7,6 +7,8 @@
 * :mod:`.receivers`  command lines per receiver/mode/transport, one measured run
 * :mod:`.discard`    the receiver that throws everything away (sender's ceiling)
 * :mod:`.limits`     the disk and memcpy limits, measured in the same run
+* :mod:`.archive`    the archive mode: the loopback S3 server, the bucket's
+  check, upload lag and throughput, the upload limit
 * :mod:`.syncbench`  pgbench with the receiver as the only synchronous standby
 * :mod:`.report`     summary, table, JSON, chart
 * :mod:`.run`        the command line and the round loop

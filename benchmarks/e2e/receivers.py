@@ -22,6 +22,20 @@ What is measured, and how:
   receiver's stderr (``-v``) is polled every 10 ms for its ``starting log
   streaming at`` line, and the bytes are divided by the time from that line
   to the exit.
+* **receive MB/s**: bytes / time from the spawn to the receiver's
+  ``stopped log streaming at`` line (``-v``, printed at ``--endpos`` by both
+  programs), the end of the receive itself; with ``--archive`` walfast
+  exits only once its uploads are done, so for that mode the exit is not
+  the end of the receive.  At that line the thread also reads the CPU
+  seconds so far of the receiver (all threads, and its main thread alone:
+  walfast's receive loop), of the walsender, of the archive mode's S3
+  server, and of the whole machine (``/proc/stat``), plus how long the
+  output's disk has been busy: the receive window's figures.
+* **bytes read**: ``read_bytes`` of ``/proc/<pid>/io`` (as written):
+  walfast's uploader reading completed segments back from the disk.
+
+The archive mode's own figures (upload lag and throughput, the S3
+server's CPU) are in :mod:`benchmarks.e2e.archive`.
 
 Where the server has no READ_REPLICATION_SLOT (before 15, walfast.majors)
 the run slot cannot tell a receiver where to start: the output directory
@@ -55,9 +69,15 @@ from typing import Any
 
 from benchmarks.e2e.primary import SUFFIX, Primary, WalRange
 from walfast.cluster import tool_env
+from walfast.archive.status import read_archive_status
 from walfast.lsn import format_lsn, parse_lsn, segment_file_name
+from walfast.s3server import S3Server
+from walfast.waldir.layout import ARCHIVED, state_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+#: Where the ``archive`` mode's objects go (emptied after each run).
+ARCHIVE_BUCKET, ARCHIVE_PREFIX = "bench", "wal"
 
 #: mode -> (extra receiver options, output compression method ('' = none)).
 #: -Z uses pg_receivewal's METHOD[:DETAIL] syntax; gzip's detail is the level.
@@ -68,6 +88,9 @@ MODES: dict[str, tuple[list[str], str]] = {
     "lz4": (["-Z", "lz4"], "lz4"),
     "gzip1": (["-Z", "gzip:1"], "gzip"),
     "zstd": (["-Z", "zstd"], "zstd"),
+    # durable with the run's slot, completed segments shipped to the loopback
+    # S3 server the harness runs (benchmarks.e2e.archive); walfast only
+    "archive": (["--archive", f"s3://{ARCHIVE_BUCKET}/{ARCHIVE_PREFIX}"], ""),
 }
 #: -Z values as pg_receivewal before 15 takes them (a gzip level); it has no
 #: other method (given one, atoi makes it level 0: plain files).
@@ -76,6 +99,13 @@ RECEIVERS = ("walfast", "pg_receivewal")
 DISCARD = "discard"
 
 START_RE = re.compile(r"starting log streaming at ([0-9A-F]+/[0-9A-F]+) \(timeline (\d+)\)")
+STOP_RE = re.compile(r"stopped log streaming at ([0-9A-F]+/[0-9A-F]+)")
+FINISHED_RE = re.compile(r"finished segment at ([0-9A-F]+/[0-9A-F]+)")
+#: An object of the archive stored, in the S3 server's request log (werkzeug's
+#: line): a PUT of the whole object, or the completion of a multipart upload.
+STORED_RE = re.compile(
+    rf'"(?:PUT /{ARCHIVE_BUCKET}/{ARCHIVE_PREFIX}/([^ ?/]+)|POST /{ARCHIVE_BUCKET}/'
+    rf'{ARCHIVE_PREFIX}/([^ ?/]+)\?uploadId=[^ ]*) HTTP/[0-9.]+" 200 ')
 RECEIVED_RE = re.compile(r"received up to ([0-9A-F]+/[0-9A-F]+)")
 
 _SCRUB_ENV = (
@@ -123,45 +153,144 @@ def proc_cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
-def proc_write_bytes(pid: int) -> int | None:
+def thread_cpu_seconds(pid: int, tid: int) -> float | None:
+    """utime + stime of one thread (a live process's main thread: tid = pid)."""
+    try:
+        stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def involuntary_switches(pid: int, tid: int | None = None) -> int | None:
+    """How often the thread (default: the process's main thread) was taken
+    off a CPU while it could have gone on running (preempted):
+    ``nonvoluntary_ctxt_switches`` of its ``status``."""
+    try:
+        text = Path(f"/proc/{pid}/task/{tid or pid}/status").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("nonvoluntary_ctxt_switches:"):
+            return int(line.split()[1])
+    return None
+
+
+def proc_io(pid: int) -> dict[str, int]:
+    """``/proc/<pid>/io`` as a dict (``read_bytes``, ``write_bytes``, ...);
+    empty when it cannot be read."""
+    out = {}
     try:
         for line in Path(f"/proc/{pid}/io").read_text().splitlines():
-            if line.startswith("write_bytes:"):
-                return int(line.split()[1])
-    except OSError:
+            key, _, value = line.partition(":")
+            out[key.strip()] = int(value)
+    except (OSError, ValueError):
         pass
-    return None
+    return out
+
+
+def proc_write_bytes(pid: int) -> int | None:
+    return proc_io(pid).get("write_bytes")
+
+
+def machine_cpu() -> dict[str, float]:
+    """The whole machine's CPU time so far from ``/proc/stat`` (seconds summed
+    over CPUs): ``busy`` (user, nice, system, irq, softirq), ``idle`` (idle
+    and iowait), ``steal`` (taken by the hypervisor for other guests)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) / _CLK_TCK for x in f.readline().split()[1:9]]
+    user, nice, system, idle, iowait, irq, softirq, steal = fields
+    return dict(busy=user + nice + system + irq + softirq, idle=idle + iowait, steal=steal)
+
+
+def disk_busy_seconds(path: Path) -> float | None:
+    """How long the block device holding *path* has been busy with I/O
+    (``io_ticks`` of its ``stat`` in sysfs), None when unknown."""
+    dev = os.stat(path).st_dev
+    try:
+        fields = Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}/stat").read_text().split()
+        return int(fields[9]) / 1000
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 class WalsenderSampler(threading.Thread):
     """Finds the run slot's walsender and samples its CPU time (see the
-    module docstring); also records whether its connection uses TLS."""
+    module docstring); also records whether its connection uses TLS.
 
-    def __init__(self, primary: Primary, slot: str, stderr_path: Path) -> None:
+    It also follows the receiver's stderr (``-v``), each line timed from the
+    spawn: the ``starting log streaming`` line, every ``finished segment``
+    line and the ``stopped log streaming`` line (the end of the receive,
+    when the CPU counters of :meth:`counters` are taken again); and, given
+    *archived_path* (walfast's ``.walfast/archived``), when each name
+    appears in it (the store confirmed that upload)."""
+
+    def __init__(self, primary: Primary, slot: str, stderr_path: Path,
+                 archived_path: Path | None = None, store: S3Server | None = None,
+                 outdir: Path | None = None) -> None:
         super().__init__(daemon=True)
+        #: the receiver's output directory: its disk's busy time is sampled
+        self.outdir = outdir
         self.primary, self.slot = primary, slot
         self.stderr_path = stderr_path
+        self.archived_path = archived_path
+        self.store = store
         #: when the receiver was spawned (set by the caller once it is)
         self.t0 = time.perf_counter()
+        #: the receiver's pid (set by the caller once it is spawned)
+        self.recv_pid: int | None = None
         #: set once the sampler's own connection is up: start the receiver
         #: after it, or a short run can end before its walsender is seen
         self.connected = threading.Event()
         #: seconds from spawning the receiver to its "starting log streaming" line
         self.start_line_s: float | None = None
+        #: ... to each "finished segment" line, and to "stopped log streaming"
+        self.finished_s: list[float] = []
+        self.stop_line_s: float | None = None
+        #: :meth:`counters` when the stop line was seen
+        self.at_stop: dict[str, Any] | None = None
+        #: (seconds from the spawn, name) of each file walfast recorded as archived
+        self.archived: list[tuple[float, str]] = []
+        #: (seconds from the spawn, name) of each object the S3 server stored
+        #: (its request log's line for the PUT, written as it answers)
+        self.stored: list[tuple[float, str]] = []
         self.pid: int | None = None
         self.cpu: float | None = None
+        self.preempted: int | None = None
         self.ssl: bool | None = None
         self.cipher: str | None = None
         self._stop_event = threading.Event()
+        self._err = _Tail(stderr_path)
+        self._rec = _Tail(archived_path) if archived_path is not None else None
+        self._store_log = None
+        if store is not None and store.log is not None:
+            self._store_log = _Tail(store.log)
+            self._store_log.skip()
+
+    def counters(self) -> dict[str, Any]:
+        """CPU seconds so far of the receiver, its walsender, the S3 server
+        and the whole machine."""
+        recv = self.recv_pid
+        return dict(
+            t=time.perf_counter() - self.t0,
+            receiver=None if recv is None else proc_cpu_seconds(recv),
+            # its main thread: walfast's receive loop (the others upload)
+            receiver_main=None if recv is None else thread_cpu_seconds(recv, recv),
+            receiver_preempted=None if recv is None else involuntary_switches(recv),
+            walsender_preempted=None if self.pid is None else (
+                involuntary_switches(self.pid) or self.preempted),
+            # the walsender may have exited already: its last sample then
+            walsender=None if self.pid is None else (proc_cpu_seconds(self.pid) or self.cpu),
+            store=None if self.store is None else self.store.cpu_seconds(),
+            machine=machine_cpu(),
+            disk=None if self.outdir is None else disk_busy_seconds(self.outdir))
 
     def run(self) -> None:
         with self.primary.cluster.connect() as conn:
             self.connected.set()
             while not self._stop_event.is_set():
-                if self.start_line_s is None:
-                    now = time.perf_counter() - self.t0
-                    if START_RE.search(self.stderr_path.read_text(errors="replace")):
-                        self.start_line_s = now
+                self.follow()
                 if self.pid is None:
                     row = conn.execute(
                         "SELECT s.active_pid, l.ssl, l.version || ' ' || l.cipher "
@@ -176,16 +305,65 @@ class WalsenderSampler(threading.Thread):
                 # run's walsender lives for a few tens of milliseconds.
                 self._stop_event.wait(0.01 if self.pid is not None else 0.001)
 
+    def follow(self) -> None:
+        """Read what the receiver added to its stderr and the archive record."""
+        now = time.perf_counter() - self.t0
+        for line in self._err.lines():
+            if self.start_line_s is None and START_RE.search(line):
+                self.start_line_s = now
+            elif FINISHED_RE.search(line):
+                self.finished_s.append(now)
+            elif self.stop_line_s is None and STOP_RE.search(line):
+                self.stop_line_s = now
+                self.sample()
+                self.at_stop = self.counters()
+        if self._rec is not None:
+            self.archived += [(now, name) for name in self._rec.lines() if name]
+        if self._store_log is not None:
+            for line in self._store_log.lines():
+                m = STORED_RE.search(line)
+                if m:
+                    self.stored.append((now, m.group(1) or m.group(2)))
+
     def sample(self) -> None:
         if self.pid is not None:
             cpu = proc_cpu_seconds(self.pid)
             if cpu is not None:
                 self.cpu = cpu
+            preempted = involuntary_switches(self.pid)
+            if preempted is not None:
+                self.preempted = preempted
 
     def finish(self) -> None:
         self.sample()
         self._stop_event.set()
         self.join(30)
+        self.follow()
+
+
+class _Tail:
+    """The complete lines a growing file gained since the last call."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.offset, self.rest = path, 0, b""
+
+    def skip(self) -> None:
+        """Start from the file's present end."""
+        try:
+            self.offset = self.path.stat().st_size
+        except FileNotFoundError:
+            pass
+
+    def lines(self) -> list[str]:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        self.offset += len(data)
+        *done, self.rest = (self.rest + data).split(b"\n")
+        return [line.decode(errors="replace").strip() for line in done]
 
 
 @dataclass
@@ -205,15 +383,27 @@ def _last_error(text: str) -> str:
 
 
 def measure(run: Run, primary: Primary, rng: WalRange, workdir: Path, logdir: Path,
-            timeout: float) -> dict[str, Any]:
+            timeout: float, store: Any = None) -> dict[str, Any]:
     """Run once and return the measurements (``status`` ok, unavailable or
     failed; figures only when ok).  The output directory is checked against
-    pg_wal, then removed."""
+    pg_wal, then removed.  *store*: the archive mode's S3 server
+    (:class:`benchmarks.e2e.archive.Store`); the bucket is checked and
+    emptied too."""
     tag = f"r{run.round}-{run.transport}-{run.mode}-{run.receiver}"
     result: dict[str, Any] = dict(receiver=run.receiver, mode=run.mode, transport=run.transport,
                                   round=run.round)
     major = primary.major
     extra, method = MODES[run.mode] if run.receiver != DISCARD else ([], "")
+    archiving = run.mode == "archive" and run.receiver == "walfast"
+    if archiving and store is None:
+        from benchmarks.e2e.archive import moto_available
+
+        result.update(status="unavailable", error=moto_available() or "no S3 server")
+        return result
+    if archiving:
+        left = store.empty()
+        if left:
+            result["warning"] = f"{left} objects were left in the bucket before the run"
     if run.receiver == "pg_receivewal" and not major.receivewal_command_line and "-Z" in extra:
         value = extra[extra.index("-Z") + 1]
         if value not in Z_BEFORE_15:
@@ -241,14 +431,21 @@ def measure(run: Run, primary: Primary, rng: WalRange, workdir: Path, logdir: Pa
     timed_out = threading.Event()
     try:
         with open(stderr_path, "wb") as err:
-            sampler = WalsenderSampler(primary, slot, stderr_path)
+            sampler = WalsenderSampler(
+                primary, slot, stderr_path,
+                archived_path=state_file(outdir, ARCHIVED) if archiving else None,
+                store=store.server if archiving else None, outdir=outdir)
             sampler.start()
             sampler.connected.wait(30)
-            t0 = sampler.t0 = time.perf_counter()
             env = clean_env() if run.receiver != "pg_receivewal" else \
                 tool_env(primary.bindir, clean_env())
+            if archiving:
+                env.update(store.server.env)
+            at_spawn = sampler.counters()
+            t0 = sampler.t0 = time.perf_counter()
             proc = subprocess.Popen(argv, stdout=err, stderr=err, stdin=subprocess.DEVNULL,
                                     env=env, cwd=REPO_ROOT)
+            sampler.recv_pid = proc.pid
 
         def on_timeout() -> None:
             timed_out.set()
@@ -258,7 +455,9 @@ def measure(run: Run, primary: Primary, rng: WalRange, workdir: Path, logdir: Pa
         try:
             os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
             wall = time.perf_counter() - t0
-            write_bytes = proc_write_bytes(proc.pid)
+            at_exit = sampler.counters()
+            io = proc_io(proc.pid)
+            write_bytes = io.get("write_bytes")
         finally:
             watchdog.cancel()
             sampler.finish()
@@ -290,6 +489,13 @@ def measure(run: Run, primary: Primary, rng: WalRange, workdir: Path, logdir: Pa
             problem = f"did not reach {format_lsn(rng.end)}: {_last_error(stderr)}"
     else:
         output_bytes, problem = primary.check_output(outdir, rng, MODES[run.mode][1])
+    if problem is None and archiving:
+        from benchmarks.e2e.archive import check_store
+
+        problem = check_store(store, primary, rng)
+        warnings = [ln.strip() for ln in stderr.splitlines() if "warning:" in ln]
+        if warnings:
+            result["receiver_warnings"] = warnings[:5]
     if problem is None and run.transport == "tls" and sampler.ssl is not True:
         problem = "the connection did not use TLS"
     if problem is None and run.transport != "tls" and sampler.ssl:
@@ -307,7 +513,14 @@ def measure(run: Run, primary: Primary, rng: WalRange, workdir: Path, logdir: Pa
             round(rng.nbytes / 1e6 / (wall - sampler.start_line_s), 1),
             walsender_cpu_s=sampler.cpu,
             walsender_cpu_s_per_gb=None if sampler.cpu is None else round(sampler.cpu / gb, 3),
-            write_bytes=write_bytes, output_bytes=output_bytes)
+            write_bytes=write_bytes, read_bytes=io.get("read_bytes"),
+            output_bytes=output_bytes)
+        result.update(_receive_window(sampler, at_spawn, rng))
+        if archiving:
+            from benchmarks.e2e.archive import figures
+
+            result.update(figures(sampler, rng, read_archive_status(outdir), at_spawn, at_exit,
+                                  cpu, wall))
     else:
         nothing = all(p == seed and p.stat().st_size == 0 for p in outdir.iterdir())
         # a receiver that refuses the options (exit 1 before writing
@@ -317,7 +530,43 @@ def measure(run: Run, primary: Primary, rng: WalRange, workdir: Path, logdir: Pa
         result.update(status="unavailable" if unavailable else "failed", error=problem,
                       stderr_path=str(stderr_path))
     _remove(outdir)
+    if archiving:
+        store.empty()
     return result
+
+
+def _receive_window(sampler: WalsenderSampler, at_spawn: dict[str, Any],
+                    rng: WalRange) -> dict[str, Any]:
+    """The receive alone, from the spawn to the receiver's ``stopped log
+    streaming`` line (walfast and pg_receivewal print it at ``--endpos``
+    with ``-v``): receive MB/s, and the CPU seconds spent meanwhile by the
+    receiver, its walsender and the whole machine (busy: of all its CPUs;
+    steal: taken by the hypervisor)."""
+    stop, at = sampler.stop_line_s, sampler.at_stop
+    if stop is None or at is None or stop <= 0:
+        return {}
+    out: dict[str, Any] = dict(recv_s=round(stop, 4), recv_mb_s=round(rng.nbytes / 1e6 / stop, 1))
+    if sampler.start_line_s is not None and stop > sampler.start_line_s:
+        out["stream_recv_mb_s"] = round(rng.nbytes / 1e6 / (stop - sampler.start_line_s), 1)
+    if at.get("receiver") is not None:
+        out["recv_cpu_recv_s"] = round(at["receiver"], 3)
+    if at.get("receiver_main") is not None:
+        out["recv_main_cpu_recv_s"] = round(at["receiver_main"], 3)
+    for key in ("receiver_preempted", "walsender_preempted"):
+        if at.get(key) is not None:
+            out[f"{key}_recv"] = at[key]
+    if at.get("walsender") is not None:
+        out["walsender_cpu_recv_s"] = round(at["walsender"], 3)
+    span = at["machine"]["busy"] + at["machine"]["idle"] + at["machine"]["steal"] - (
+        at_spawn["machine"]["busy"] + at_spawn["machine"]["idle"] + at_spawn["machine"]["steal"])
+    if span > 0:
+        out["machine_busy_recv"] = round(
+            (at["machine"]["busy"] - at_spawn["machine"]["busy"]) / span, 3)
+        out["machine_steal_recv"] = round(
+            (at["machine"]["steal"] - at_spawn["machine"]["steal"]) / span, 3)
+    if at.get("disk") is not None and at_spawn.get("disk") is not None:
+        out["disk_busy_recv"] = round((at["disk"] - at_spawn["disk"]) / stop, 3)
+    return out
 
 
 def _remove(directory: Path) -> None:

@@ -180,11 +180,212 @@ def sync_table_rows(doc: Doc) -> tuple[list[str], list[list[str]]]:
 def limits_lines(doc: Doc) -> list[str]:
     out = []
     for name, what in (("disk", "disk (segment files, one fsync each)"),
-                       ("memcpy", "memcpy (numpy copyto)")):
-        xs = [x["mb_s"] for x in doc["limits"] if x["limit"] == name]
+                       ("memcpy", "memcpy (numpy copyto)"),
+                       ("upload", "upload (walfast's uploader alone, to the S3 server)")):
+        lims = [x for x in doc["limits"] if x["limit"] == name and "mb_s" in x]
+        xs = [x["mb_s"] for x in lims]
         if xs:
-            out.append(f"{what}: median {statistics.median(xs):,.0f} MB/s, min {min(xs):,.0f} "
-                       f"(rounds: {', '.join(f'{x:,.0f}' for x in xs)})")
+            line = (f"{what}: median {statistics.median(xs):,.0f} MB/s, min {min(xs):,.0f} "
+                    f"(rounds: {', '.join(f'{x:,.0f}' for x in xs)})")
+            if name == "upload":
+                up = _median([x["uploader_cpu_s_per_gb"] for x in lims])
+                st = _median([x["store_cpu_s_per_gb"] for x in lims
+                              if x.get("store_cpu_s_per_gb") is not None])
+                line += (f"; CPU s/GB: uploader {_f(up, '.2f')}, S3 server {_f(st, '.2f')}")
+            out.append(line)
+        failed = [x for x in doc["limits"] if x["limit"] == name and "mb_s" not in x]
+        if failed:
+            out.append(f"{what}: {len(failed)} round(s) failed: {failed[0].get('error')}")
+    return out
+
+
+# --------------------------------------------------------------------------- #
+# the archive mode against durable
+# --------------------------------------------------------------------------- #
+
+def _pairs(doc: Doc, transport: str) -> list[tuple[int, Doc | None, Doc | None]]:
+    """(round, walfast durable run, walfast archive run) of each round."""
+    runs = [r for r in doc["runs"] if r["transport"] == transport and r["receiver"] == "walfast"
+            and r["status"] == "ok"]
+    rounds = sorted({r["round"] for r in doc["runs"] if r["transport"] == transport})
+    out = []
+    for n in rounds:
+        d = next((r for r in runs if r["round"] == n and r["mode"] == "durable"), None)
+        a = next((r for r in runs if r["round"] == n and r["mode"] == "archive"), None)
+        out.append((n, d, a))
+    return out
+
+
+def _div(a: float | None, b: float | None) -> float | None:
+    return None if a is None or not b else a / b
+
+
+def _per_gb(r: Doc | None, key: str, doc: Doc) -> float | None:
+    if r is None or r.get(key) is None:
+        return None
+    return float(r[key]) / (float(doc["meta"]["range"]["bytes"]) / 1e9)
+
+
+def archive_summary(doc: Doc) -> list[dict[str, Any]]:
+    """Per transport that ran the archive mode: a row per round pairing
+    walfast durable with walfast durable + ``--archive`` (both from that
+    round), then a ``median`` row (medians over rounds; its ratios are of
+    the medians)."""
+    transports = list(dict.fromkeys(r["transport"] for r in doc["runs"]
+                                    if r["mode"] == "archive" and r["receiver"] == "walfast"))
+    rows: list[dict[str, Any]] = []
+    for t in transports:
+        per: list[dict[str, Any]] = []
+        for n, d, a in _pairs(doc, t):
+            row: dict[str, Any] = dict(transport=t, round=n, durable_ok=d is not None,
+                                       archive_ok=a is not None)
+            for tag, r in (("durable", d), ("archive", a)):
+                if r is None:
+                    continue
+                row[f"{tag}_recv_mb_s"] = r.get("recv_mb_s")
+                row[f"{tag}_stream_recv_mb_s"] = r.get("stream_recv_mb_s")
+                row[f"{tag}_start_line_s"] = r.get("start_line_s")
+                row[f"{tag}_mb_s"] = r["mb_s"]
+                row[f"{tag}_recv_s"] = r.get("recv_s")
+                row[f"{tag}_recv_cpu_s_per_gb"] = _per_gb(r, "recv_cpu_recv_s", doc)
+                row[f"{tag}_main_cpu_s_per_gb"] = _per_gb(r, "recv_main_cpu_recv_s", doc)
+                if r.get("recv_main_cpu_recv_s") is not None and r.get("recv_s"):
+                    row[f"{tag}_main_on_cpu"] = r["recv_main_cpu_recv_s"] / r["recv_s"]
+                if r.get("recv_main_cpu_recv_s") is not None and \
+                        r.get("recv_cpu_recv_s") is not None:
+                    row[f"{tag}_other_cpu_s_per_gb"] = _per_gb(
+                        dict(x=r["recv_cpu_recv_s"] - r["recv_main_cpu_recv_s"]), "x", doc)
+                row[f"{tag}_main_preempted"] = r.get("receiver_preempted_recv")
+                row[f"{tag}_walsender_preempted"] = r.get("walsender_preempted_recv")
+                row[f"{tag}_walsender_cpu_s_per_gb"] = _per_gb(r, "walsender_cpu_recv_s", doc)
+                row[f"{tag}_machine_busy"] = r.get("machine_busy_recv")
+                row[f"{tag}_steal"] = r.get("machine_steal_recv")
+                row[f"{tag}_disk_busy"] = r.get("disk_busy_recv")
+            if a is not None:
+                for key in ("upload_mb_s", "upload_lag_end_s", "backlog_max_segments",
+                            "backlog_at_end_segments", "store_cpu_s_per_gb", "drain_s"):
+                    row[key] = a.get(key)
+                row["store_cpu_recv_s_per_gb"] = _per_gb(a, "store_cpu_recv_s", doc)
+                row["archive_cpu_after_s_per_gb"] = _per_gb(a, "recv_cpu_after_s", doc)
+                row["read_back_mb"] = None if a.get("read_bytes") is None else a["read_bytes"] / 1e6
+                row["failures"] = a.get("status_failures")
+            if d is not None and a is not None:
+                cpu_d = [d.get("recv_cpu_recv_s"), d.get("walsender_cpu_recv_s")]
+                cpu_a = [a.get("recv_cpu_recv_s"), a.get("walsender_cpu_recv_s"),
+                         a.get("store_cpu_recv_s")]
+                if None not in cpu_d and None not in cpu_a:
+                    # CPU seconds the archive run's receive used beyond the
+                    # durable run's, and how much of that the S3 server's
+                    extra = sum(cpu_a) - sum(cpu_d)   # type: ignore[arg-type]
+                    row["extra_cpu_s"] = extra
+                    row["store_share_of_extra"] = _div(a["store_cpu_recv_s"], extra)
+                    row["walfast_share_of_extra"] = _div(
+                        a["recv_cpu_recv_s"] - d["recv_cpu_recv_s"], extra)
+                    if d.get("recv_s") and a.get("recv_s"):
+                        row["extra_recv_s"] = a["recv_s"] - d["recv_s"]
+            row["ratio_recv"] = _div(row.get("archive_recv_mb_s"), row.get("durable_recv_mb_s"))
+            row["ratio_stream"] = _div(row.get("archive_stream_recv_mb_s"),
+                                       row.get("durable_stream_recv_mb_s"))
+            row["ratio_exit"] = _div(row.get("archive_mb_s"), row.get("durable_mb_s"))
+            per.append(row)
+        rows += per
+        med: dict[str, Any] = dict(transport=t, round="median")
+        keys = {k for row in per for k in row} - {"transport", "round", "durable_ok", "archive_ok",
+                                                  "ratio_recv", "ratio_exit", "ratio_stream"}
+        for k in sorted(keys):
+            xs = [row[k] for row in per if row.get(k) is not None]
+            med[k] = _median(xs)
+        med["ratio_recv"] = _div(med.get("archive_recv_mb_s"), med.get("durable_recv_mb_s"))
+        med["ratio_exit"] = _div(med.get("archive_mb_s"), med.get("durable_mb_s"))
+        med["ratio_stream"] = _div(med.get("archive_stream_recv_mb_s"),
+                                   med.get("durable_stream_recv_mb_s"))
+        for key in ("ratio_recv", "ratio_stream"):
+            ratios = [row[key] for row in per if row.get(key) is not None]
+            med[f"{key}_per_round_median"] = _median(ratios)
+        rows.append(med)
+    return rows
+
+
+def archive_table_rows(doc: Doc) -> tuple[list[str], list[list[str]]]:
+    head = ["transport", "round", "durable receive MB/s", "archive receive MB/s",
+            "archive/durable receive", "durable streaming receive MB/s",
+            "archive streaming receive MB/s", "archive/durable streaming", "start-up s durable",
+            "start-up s archive", "durable MB/s to exit", "archive MB/s to exit",
+            "archive/durable to exit", "upload MB/s", "upload lag at end s",
+            "backlog max segs", "backlog at receive end segs"]
+    body = []
+    for r in archive_summary(doc):
+        body.append([r["transport"], str(r["round"]),
+                     _f(r.get("durable_recv_mb_s"), ",.0f"), _f(r.get("archive_recv_mb_s"), ",.0f"),
+                     _pct(r.get("ratio_recv")),
+                     _f(r.get("durable_stream_recv_mb_s"), ",.0f"),
+                     _f(r.get("archive_stream_recv_mb_s"), ",.0f"),
+                     _pct(r.get("ratio_stream")),
+                     _f(r.get("durable_start_line_s"), ".2f"),
+                     _f(r.get("archive_start_line_s"), ".2f"),
+                     _f(r.get("durable_mb_s"), ",.0f"), _f(r.get("archive_mb_s"), ",.0f"),
+                     _pct(r.get("ratio_exit")),
+                     _f(r.get("upload_mb_s"), ",.0f"), _f(r.get("upload_lag_end_s"), ".2f"),
+                     _f(r.get("backlog_max_segments"), ".0f"),
+                     _f(r.get("backlog_at_end_segments"), ".0f")])
+    return head, body
+
+
+def archive_cpu_rows(doc: Doc) -> tuple[list[str], list[list[str]]]:
+    head = ["transport", "round", "receive s durable", "receive s archive",
+            "walfast receive thread CPU s/GB durable", "walfast receive thread CPU s/GB archive",
+            "walfast upload threads CPU s/GB", "walsender CPU s/GB durable",
+            "walsender CPU s/GB archive", "S3 server CPU s/GB",
+            "extra CPU s (archive - durable)", "of which S3 server", "of which walfast",
+            "receive thread on a CPU durable", "receive thread on a CPU archive",
+            "receive thread preempted durable", "receive thread preempted archive",
+            "machine busy durable", "machine busy archive", "steal durable", "steal archive",
+            "disk busy durable", "disk busy archive"]
+    body = []
+    for r in archive_summary(doc):
+        body.append([r["transport"], str(r["round"]),
+                     _f(r.get("durable_recv_s"), ".2f"), _f(r.get("archive_recv_s"), ".2f"),
+                     _f(r.get("durable_main_cpu_s_per_gb"), ".2f"),
+                     _f(r.get("archive_main_cpu_s_per_gb"), ".2f"),
+                     _f(r.get("archive_other_cpu_s_per_gb"), ".2f"),
+                     _f(r.get("durable_walsender_cpu_s_per_gb"), ".2f"),
+                     _f(r.get("archive_walsender_cpu_s_per_gb"), ".2f"),
+                     _f(r.get("store_cpu_recv_s_per_gb"), ".2f"),
+                     _f(r.get("extra_cpu_s"), ".2f"),
+                     _pct(r.get("store_share_of_extra")), _pct(r.get("walfast_share_of_extra")),
+                     _pct(r.get("durable_main_on_cpu")), _pct(r.get("archive_main_on_cpu")),
+                     _f(r.get("durable_main_preempted"), ",.0f"),
+                     _f(r.get("archive_main_preempted"), ",.0f"),
+                     _pct(r.get("durable_machine_busy")), _pct(r.get("archive_machine_busy")),
+                     _pct(r.get("durable_steal")), _pct(r.get("archive_steal")),
+                     _pct(r.get("durable_disk_busy")), _pct(r.get("archive_disk_busy"))])
+    return head, body
+
+
+def archive_drain_rows(doc: Doc) -> tuple[list[str], list[list[str]]]:
+    head = ["transport", "round", "drain s (stop line to exit)", "walfast CPU s/GB after receive",
+            "S3 server CPU s/GB in all", "read back from disk MB", "upload failures"]
+    body = []
+    for r in archive_summary(doc):
+        body.append([r["transport"], str(r["round"]), _f(r.get("drain_s"), ".2f"),
+                     _f(r.get("archive_cpu_after_s_per_gb"), ".2f"),
+                     _f(r.get("store_cpu_s_per_gb"), ".2f"), _f(r.get("read_back_mb"), ",.0f"),
+                     _f(r.get("failures"), ".0f")])
+    return head, body
+
+
+def archive_lines(doc: Doc) -> list[str]:
+    """The verdict against the issue's target, per transport."""
+    out = []
+    for r in archive_summary(doc):
+        if r["round"] != "median" or r.get("ratio_recv") is None:
+            continue
+        met = "met" if r["ratio_recv"] >= 0.90 else "NOT met"
+        out.append(f"{r['transport']}: archive/durable receive MB/s {_pct(r['ratio_recv'])} of the "
+                   f"medians ({_pct(r.get('ratio_recv_per_round_median'))} median per round): "
+                   f"target >= 90 % {met}; without the start-up (streaming) "
+                   f"{_pct(r.get('ratio_stream'))} ({_pct(r.get('ratio_stream_per_round_median'))}"
+                   f" per round); to the exit (all in the bucket) {_pct(r.get('ratio_exit'))}")
     return out
 
 
@@ -198,7 +399,7 @@ def text_table(head: list[str], body: list[list[str]]) -> str:
 
 def md_table(head: list[str], body: list[list[str]]) -> str:
     left = {"transport", "mode", "receiver", "ok/runs", "walfast/pg per round", "note",
-            "synchronous standby"}
+            "synchronous standby", "round"}
     right = {i for i, h in enumerate(head) if h not in left}
     sep = ["---:" if i in right else "---" for i in range(len(head))]
     return "\n".join("| " + " | ".join(row) + " |" for row in [head, sep, *body])
@@ -219,6 +420,22 @@ def render(doc: Doc, markdown: bool = False) -> str:
         parts[1:1] = ["", ("**" + smoke_note(doc) + "**") if markdown else smoke_note(doc)]
     parts += [("- " if markdown else "") + line for line in limits_lines(doc)]
     parts += ["", table(*table_rows(doc))]
+    if any(r["mode"] == "archive" and r["receiver"] == "walfast" for r in doc["runs"]):
+        store = doc["meta"].get("store") or {}
+        pinned = doc["meta"].get("pinned")
+        parts += ["", f"Archive to S3 ({store.get('url', '?')} on {store.get('server', '?')}"
+                      + (f"; S3 server pinned to CPU {pinned['store']}, everything else to "
+                         f"{pinned['others']}" if pinned else "") + "): walfast durable against "
+                      "walfast durable --archive, same rounds; receive = spawn to the stop line, "
+                      "to exit = until walfast exits (it waits for the uploads at --endpos):",
+                  "", *[("- " if markdown else "") + x for x in archive_lines(doc)],
+                  "", table(*archive_table_rows(doc)),
+                  "", "CPU during the receive (spawn to stop line), per GB of WAL; extra CPU: "
+                      "walfast + walsender + S3 server in the archive run's receive minus "
+                      "walfast + walsender in the durable run's:",
+                  "", table(*archive_cpu_rows(doc)),
+                  "", "After the receive: walfast uploads what is left, then exits:",
+                  "", table(*archive_drain_rows(doc))]
     if doc.get("syncbench", {}).get("runs"):
         sb = doc["syncbench"]["settings"]
         parts += ["", f"pgbench tpcb-like, scale {sb['scale']}, {sb['clients']} clients, "

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.e2e import limits, report, syncbench
+from benchmarks.e2e import archive, limits, report, syncbench
 from benchmarks.e2e.primary import TRANSPORTS, Primary
 from benchmarks.e2e.receivers import DISCARD, MODES, RECEIVERS, REPO_ROOT, Run, measure
 from walfast.cluster import find_bindir
@@ -84,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pgbench-threads", type=int, default=2)
     p.add_argument("--pgbench-transport", choices=TRANSPORTS, default="unix",
                    help="how the synchronous standby connects (default unix)")
+    p.add_argument("--pin-store", action="store_true",
+                   help="archive mode: run the S3 server on the last CPU alone and everything "
+                        "else (primary, receivers, harness) on the others, so the store's CPU "
+                        "does not compete with the receive (a diagnostic; default: all share "
+                        "every CPU)")
     p.add_argument("--workdir", type=Path, default=Path(os.environ.get("WALFAST_BENCH_DIR",
                                                                       "/var/tmp")),
                    help="where the receivers' output directories go; must be on the disk "
@@ -165,10 +170,19 @@ def _run_line(r: dict[str, Any]) -> str:
         return f"{head} {r['status'].upper()}: {r.get('error')}"
     ws = r["walsender_cpu_s_per_gb"]
     st = r["stream_mb_s"]
-    return (f"{head} {r['mb_s']:>8,.0f} MB/s ({'?' if st is None else f'{st:,.0f}'} streaming)  "
+    line = (f"{head} {r['mb_s']:>8,.0f} MB/s ({'?' if st is None else f'{st:,.0f}'} streaming"
+            + (f", {r['recv_mb_s']:,.0f} receive" if r.get("recv_mb_s") else "") + ")  "
             f"recv {r['recv_cpu_s_per_gb']:.2f} CPU s/GB  "
             f"walsender {'?' if ws is None else f'{ws:.2f}'} CPU s/GB  "
             f"written {(r['write_bytes'] or 0) / 1e6:,.0f} MB")
+    if r["mode"] == "archive":
+        def f(key: str, fmt: str) -> str:
+            return "?" if r.get(key) is None else format(r[key], fmt)
+        line += (f"\n{'':<45} archive: upload {f('upload_mb_s', ',.0f')} MB/s, lag at end "
+                 f"{f('upload_lag_end_s', '.2f')} s, backlog max {f('backlog_max_segments', 'd')} "
+                 f"segments, S3 server {f('store_cpu_s_per_gb', '.2f')} CPU s/GB, "
+                 f"read back {(r.get('read_bytes') or 0) / 1e6:,.0f} MB")
+    return line
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -194,14 +208,33 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"{args.workdir} is on {fs['fstype']}: use --workdir on the disk to measure "
              "(or WALFAST_BENCH_ALLOW_TMPFS=1)")
         return 2
+    archiving = "archive" in args.modes and "walfast" in args.receivers
+    no_store = archive.moto_available() if archiving else None
+    if no_store:
+        _say(f"archive mode: {no_store}; its runs are reported unavailable")
+    store_cpus = None
+    if args.pin_store:
+        cpus = sorted(os.sched_getaffinity(0))
+        if not archiving or no_store or len(cpus) < 2:
+            _say("--pin-store needs the archive mode, moto and at least 2 CPUs")
+            return 2
+        # Everything started from here on (the primary and its walsenders,
+        # the receivers) inherits the harness's CPUs; the S3 server gets the last.
+        store_cpus = {cpus[-1]}
+        os.sched_setaffinity(0, set(cpus[:-1]))
     workdir = Path(tempfile.mkdtemp(prefix="walfast-e2e-", dir=args.workdir))
     logdir = workdir / "logs"
     logdir.mkdir()
     receivers = [r for r in RECEIVERS if r in args.receivers]
     t_start = time.monotonic()
+    store = None
     try:
+        if archiving and not no_store:
+            store = archive.Store(logdir, cpus=store_cpus)
         primary = Primary(bindir, args.size, args.wal_segsize)
     except BaseException:
+        if store is not None:
+            store.close()
         shutil.rmtree(workdir, ignore_errors=True)
         raise
     try:
@@ -216,23 +249,36 @@ def main(argv: list[str] | None = None) -> int:
             primary_settings={k: ({True: "on", False: "off"}[v] if isinstance(v, bool) else str(v))
                               for k, v in primary.cluster.settings().items()
                               if not k.startswith("ssl_")},
-            machine=machine_info(bindir, args.workdir, primary)),
+            machine=machine_info(bindir, args.workdir, primary),
+            store=None if store is None else store.describe(),
+            pinned=None if store_cpus is None else dict(
+                store=sorted(store_cpus), others=sorted(os.sched_getaffinity(0)))),
             "limits": [], "runs": []}
         os.sync()
         timeout = max(300.0, rng.nbytes / 2e6)  # 2 MB/s would be a broken run
         for n in range(1, args.rounds + 1):
             _say(f"round {n}/{args.rounds}")
-            for lim in (limits.disk_limit(workdir, rng.nbytes, rng.segment_size),
-                        limits.memcpy_limit(rng.nbytes, rng.segment_size)):
+            round_limits = [limits.disk_limit(workdir, rng.nbytes, rng.segment_size),
+                            limits.memcpy_limit(rng.nbytes, rng.segment_size)]
+            if store is not None:
+                round_limits.append(archive.upload_limit(store, workdir, rng))
+            for lim in round_limits:
                 lim["round"] = n
                 doc["limits"].append(lim)
+                if "mb_s" not in lim:
+                    _say(f"  round {n} limit {lim['limit']:<6} FAILED: {lim.get('error')}")
+                    continue
                 _say(f"  round {n} limit {lim['limit']:<6} {lim['mb_s']:>10,.0f} MB/s")
+            # The modes' order turns each round (A B C, B C A, ...), so that
+            # no mode always runs first or right after the same one.
+            k = (n - 1) % len(args.modes)
+            modes = args.modes[k:] + args.modes[:k]
             for transport in args.transports:
-                plan = [Run(rc, mode, transport, n) for mode in args.modes for rc in receivers]
+                plan = [Run(rc, mode, transport, n) for mode in modes for rc in receivers]
                 if DISCARD in args.receivers:
                     plan.append(Run(DISCARD, "discard", transport, n))
                 for run in plan:
-                    result = measure(run, primary, rng, workdir, logdir, timeout)
+                    result = measure(run, primary, rng, workdir, logdir, timeout, store=store)
                     doc["runs"].append(result)
                     _say(_run_line(result))
         primary.drop_base_slot()
@@ -263,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
         doc["meta"]["duration_s"] = round(time.monotonic() - t_start, 1)
     finally:
         primary.close()
+        if store is not None:
+            store.close()
         # output directories left by an interrupted run; the logs stay
         for p in workdir.iterdir():
             if p != logdir:
@@ -281,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     _say(f"total time {doc['meta']['duration_s']:.0f} s")
     failed = [r for r in doc["runs"] if r["status"] == "failed"]
     failed += [r for r in doc.get("syncbench", {}).get("runs", []) if r["status"] != "ok"]
+    failed += [x for x in doc["limits"] if x.get("status") == "failed"]
     unavailable = [r for r in doc["runs"] if r["status"] == "unavailable"]
     if failed or unavailable:
         _say(f"{len(failed)} failed and {len(unavailable)} unavailable run(s); "
