@@ -127,13 +127,16 @@ def one_error_line(r: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
-def wait_prefetchers(spool: Path, timeout: float = 60) -> None:
-    """Until no prefetcher holds the spool's lock."""
+def wait_prefetchers(spool: Path, timeout: float = 60, expect: tuple[str, ...] = ()) -> None:
+    """Until the files *expect* are in the spool (a prefetcher started by
+    the last call may not have taken the lock yet) and no prefetcher holds
+    the spool's lock."""
     lock = spool / ".lock"
     deadline = time.monotonic() + timeout
-    while not lock.exists():
+    while not lock.exists() or not all((spool / name).exists() for name in expect):
         if time.monotonic() > deadline:
-            raise AssertionError(f"no prefetcher ever made {lock}")
+            raise AssertionError(f"no prefetcher made {lock} and {expect} "
+                                 f"(the spool holds {sorted(os.listdir(spool))})")
         time.sleep(0.02)
     with open(lock, "rb") as f:
         while True:
@@ -512,7 +515,7 @@ def test_prefetch_spool_serves_the_next_calls(s3, archive, tmp_path):
     r = restore(name_of(1), dest, "--from", archive.url, "--prefetch=3", env=s3.env)
     assert (r.returncode, r.stderr) == (0, "")
     assert dest.read_bytes() == segment(1)
-    wait_prefetchers(spool)
+    wait_prefetchers(spool, expect=(name_of(2), name_of(3), name_of(4)))
     assert sorted(n for n in os.listdir(spool) if not n.startswith(".")) == \
         [name_of(2), name_of(3), name_of(4)]
     for segno in (2, 3, 4):
@@ -526,7 +529,7 @@ def test_prefetch_spool_serves_the_next_calls(s3, archive, tmp_path):
     assert r.stderr == (f'walfast restore: restored "{name_of(2)}" from the prefetch spool '
                         f'("{spool / name_of(2)}")\n')
     assert dest.read_bytes() == segment(2)
-    wait_prefetchers(spool)
+    wait_prefetchers(spool, expect=(name_of(5),))
     assert sorted(n for n in os.listdir(spool) if not n.startswith(".")) == \
         [name_of(3), name_of(4), name_of(5)]
     for segno in (3, 4, 5):
@@ -534,7 +537,9 @@ def test_prefetch_spool_serves_the_next_calls(s3, archive, tmp_path):
         r = restore(name_of(segno), dest, "--from", archive.url, "--prefetch=3", env=s3.env)
         assert (r.returncode, r.stderr) == (0, ""), segno
         assert dest.read_bytes() == segment(segno)
-        wait_prefetchers(spool)
+        # the next 3, of what the bucket still has (6 and 7) or the spool held
+        wait_prefetchers(spool, expect=tuple(name_of(k) for k in range(segno + 1,
+                                                                      min(segno + 4, 8))))
     no_temporaries(pg_wal)
     no_temporaries(spool)
 
@@ -583,6 +588,10 @@ def test_concurrent_prefetchers_leave_only_whole_segments(s3, archive, tmp_path)
         out, err = p.communicate(timeout=120)
         assert (p.returncode, err) == (0, b""), k
         assert (tmp_path / f"dest{k}").read_bytes() == segment(1 + k % 3)
+    # Each call's prefetcher is a detached process that may take the lock
+    # after another's finished: wait until none is left.
+    wait_prefetchers(spool, expect=(name_of(2),))
+    time.sleep(1.0)
     wait_prefetchers(spool)
     spooled = [n for n in os.listdir(spool) if not n.startswith(".")]
     assert spooled, "nothing was prefetched"
