@@ -475,6 +475,11 @@ def test_permission_denied_is_retried(pg_cluster, procs, tmp_path, record_proper
         "-D", str(d), "-d", cluster.conninfo(), "-S", "noperm", "-v")))
     pid = wait_streaming(cluster, ["walfast"], [wf])["walfast"]["pid"]
     start, _ = wf.start_position()
+    # Caught up first: a receiver still catching up renames its .partial
+    # before the fault could meet it.
+    caught_up = small_commit(cluster)
+    wait_until(lambda: holds_wal(d, cluster, start, caught_up), "the receiver to catch up",
+               60, [wf])
     # The open .partial, write permission taken away (it may be completed
     # and renamed under our feet if the server writes WAL meanwhile: then
     # the next one).
