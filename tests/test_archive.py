@@ -125,7 +125,7 @@ def test_completed_files_reach_the_bucket_byte_identical_once(pg_cluster, procs,
 
 
 def test_the_slot_never_passes_the_bucket_while_the_store_is_down(pg_cluster, procs, s3, bucket,
-                                                                  tmp_path):
+                                                                  tmp_path, record_property):
     """The store goes away (every connection refused): receiving goes on,
     a warning names the failure, status shows the backlog, and the slot's
     restart_lsn stays at or below the first segment the bucket lacks.  When
@@ -185,12 +185,12 @@ def test_the_slot_never_passes_the_bucket_while_the_store_is_down(pg_cluster, pr
     objects = s3.objects(bucket, "gated")
     for name in local:
         assert objects[name] == (d / name).read_bytes()
-    print(f"store down {t_up - t_down:.1f} s; backlog of {len(missing)} segments drained in "
+    record_property("recovery", f"store down {t_up - t_down:.1f} s; backlog of {len(missing)} segments drained in "
           f"{drained:.1f} s; end {format_lsn(end)}")
 
 
 def test_sigkill_during_uploads_loses_and_repeats_nothing(pg_cluster, procs, s3, bucket,
-                                                          tmp_path):
+                                                          tmp_path, record_property):
     """walfast is killed (SIGKILL) again and again while uploads are in
     flight, and restarted: in the end every completed segment is in the
     bucket, byte-identical, and was PUT exactly once (the bucket's versions
@@ -220,7 +220,10 @@ def test_sigkill_during_uploads_loses_and_repeats_nothing(pg_cluster, procs, s3,
     objects = s3.objects(bucket, "killed")
     for name in local:
         assert objects[name] == (cluster.pg_wal / name).read_bytes()
-    print(f"{kills} kills, {len(local)} segments, each PUT once")
+    found = sum(p.stderr().count("is already in") for p in procs.started)
+    record_property("sigkill", f"{kills} kills, {len(local)} segments, each PUT once; "
+                               f"{found} uploads a kill kept from being recorded were found "
+                               f"in the bucket instead of made again")
 
 
 def test_open_segment_is_uploaded_at_the_interval(pg_cluster, procs, s3, bucket, tmp_path):
@@ -278,11 +281,13 @@ def test_compressed_files_and_history_files_as_written(pg_cluster, standby_facto
                                                        bucket, tmp_path):
     """With -Z the objects are the compressed files exactly as written
     (NAME.lz4); a timeline switch ships the history file; everything goes
-    as the local directory holds it."""
+    as the local directory holds it; the open segment's snapshot is a prefix
+    of its compressed .partial."""
     primary = pg_cluster
     standby = standby_factory(primary)
     (d,) = make_dirs(tmp_path, "wal")
-    wf = start_archiving(procs, s3, d, standby, f"s3://{bucket}/z", "-Z", "lz4")
+    wf = start_archiving(procs, s3, d, standby, f"s3://{bucket}/z", "-Z", "lz4",
+                         "--archive-partial-interval", "1")
     wait_streaming(standby, ["walfast"], [wf])
     make_wal(primary, 2)
     assert standby.promote() == 2
@@ -291,9 +296,18 @@ def test_compressed_files_and_history_files_as_written(pg_cluster, standby_facto
                and any(n.startswith("00000002") and n.endswith(".lz4")
                        for n in versions(s3, bucket, "z")),
                "the history file and a timeline 2 segment in the bucket", 60, [wf])
+    open_partial = [n for n in os.listdir(d) if n.startswith("00000002")
+                    and n.endswith(".lz4.partial")]
+    wait_until(lambda: set(open_partial) & set(versions(s3, bucket, "z")),
+               "the open segment's snapshot", 30, [wf])
     assert wf.interrupt() == 0
     local = sorted(n for n in os.listdir(d) if n.endswith((".lz4", ".history")))
     objects = s3.objects(bucket, "z")
+    snapshots = {n: b for n, b in objects.items() if n.endswith(".partial")}
+    assert set(snapshots) == set(open_partial), sorted(objects)
+    for name, body in snapshots.items():
+        assert body and (d / name).read_bytes().startswith(body), name
+    objects = {n: b for n, b in objects.items() if n not in snapshots}
     assert all(n.endswith((".lz4", ".history")) for n in objects), sorted(objects)
     assert set(objects) <= set(local)
     for name in objects:

@@ -1,7 +1,8 @@
-"""What the light commands load: ``walfast --version``, ``walfast status``
-and ``walfast-receivewal --help`` must start without psycopg, a compression
-library or the metrics library (their cost is in every cron restart and
-every monitoring probe).  Which modules are loaded is checked, not how
+"""What the light commands load: ``walfast --version``, ``walfast status``,
+``walfast-receivewal --help`` and ``walfast restore`` from a directory must
+start without psycopg, a compression library, the metrics library or boto3
+(their cost is in every cron restart, every monitoring probe and every
+``restore_command`` call).  Which modules are loaded is checked, not how
 long it takes: timing is benchmarks/startup.py's."""
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import pytest
 from walfast.monitor import progress
 
 #: Libraries the light commands must not import.
-HEAVY = ("psycopg", "psycopg_binary", "lz4", "zstandard", "prometheus_client", "tqdm")
+HEAVY = ("psycopg", "psycopg_binary", "lz4", "zstandard", "prometheus_client", "tqdm",
+         "boto3", "botocore")
 
 
 def imported_modules(argv: list[str]) -> set[str]:
@@ -35,7 +37,12 @@ def imported_modules(argv: list[str]) -> set[str]:
     ["-m", "walfast.cli", "wait", "{dir}", "--lsn", "0/1", "--timeout", "0"],
     ["-m", "walfast.cli.receivewal", "--help"],
     ["-m", "walfast.cli", "receive", "--help"],
-], ids=["version", "status", "wait", "receivewal-help", "receive-help"])
+    ["-m", "walfast.cli", "restore", "--help"],
+    # a segment the directory does not have (restore_command's commonest call)
+    ["-m", "walfast.cli", "restore", "000000010000000000000001", "{dir}/RECOVERYXLOG",
+     "--from", "{dir}", "--partial"],
+], ids=["version", "status", "wait", "receivewal-help", "receive-help", "restore-help",
+        "restore-missing-from-directory"])
 def test_light_commands_load_no_heavy_library(tmp_path, argv):
     progress.create_state(tmp_path, sync=False).close()
     names = imported_modules([a.format(dir=tmp_path) for a in argv])

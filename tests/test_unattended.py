@@ -66,7 +66,8 @@ def lines(r) -> list[str]:
         .replace("pg_receivewal: ", "PROG: ").splitlines()
 
 
-def test_frozen_walsender_is_noticed_and_streaming_resumes(pg_cluster, procs, tmp_path):
+def test_frozen_walsender_is_noticed_and_streaming_resumes(pg_cluster, procs, tmp_path,
+                                                           record_property):
     """The walsender stops (SIGSTOP), as a frozen server would: after half
     the receive timeout the state says silent and a reply is asked for;
     after the whole of it the connection is given up, with the time waited.
@@ -97,8 +98,9 @@ def test_frozen_walsender_is_noticed_and_streaming_resumes(pg_cluster, procs, tm
     wait_until(lambda: holds_wal(d, cluster, start, end), f"WAL up to {format_lsn(end)}",
                30, [wf])
     recovered_after = time.monotonic() - t0
-    print(f"silent after {silent_after:.1f} s, gave up after {timed_out_after:.1f} s, "
-          f"streaming again {recovered_after:.1f} s after the freeze")
+    record_property("recovery", f"silent after {silent_after:.1f} s, gave up after "
+                                f"{timed_out_after:.1f} s, streaming again "
+                                f"{recovered_after:.1f} s after the freeze")
     assert 1.5 <= silent_after <= 4, silent_after
     assert 3.5 <= timed_out_after <= 8, timed_out_after
     err = wf.stderr()
@@ -158,7 +160,7 @@ def test_stop_while_the_server_is_silent(pg_cluster, procs, tmp_path, signum):
     assert state_of(d) == "stopped"
 
 
-def test_blackholed_path(pg_cluster, procs, tmp_path):
+def test_blackholed_path(pg_cluster, procs, tmp_path, record_property):
     """Packets vanish (no reset, no answer): the receive timeout ends the
     connection; reconnecting through the same path gives up after the
     connect timeout instead of hanging; once the path is back, streaming
@@ -186,13 +188,14 @@ def test_blackholed_path(pg_cluster, procs, tmp_path):
         end = small_commit(cluster)
         wait_until(lambda: holds_wal(d, cluster, start, end),
                    f"WAL up to {format_lsn(end)}", 40, [wf])
-        print(f"streaming again {time.monotonic() - t0:.1f} s after the path went dark")
+        record_property("recovery", f"streaming again {time.monotonic() - t0:.1f} s after the "
+                                    "path went dark")
     err = wf.stderr()
     assert "Traceback" not in err
     assert "timeout expired" in err, err        # the reconnect through the black hole
 
 
-def test_connection_cut_mid_frame(pg_cluster, procs, tmp_path):
+def test_connection_cut_mid_frame(pg_cluster, procs, tmp_path, record_property):
     """The connection is cut after a chosen number of bytes, in the middle of
     a message: walfast reconnects and the WAL is complete and identical."""
     cluster = pg_cluster
@@ -206,16 +209,21 @@ def test_connection_cut_mid_frame(pg_cluster, procs, tmp_path):
         start, _ = wf.start_position()
         proxy.cut_after(3 * seg + 12345)       # inside some XLogData message
         cluster.generate_wal(4 * seg)
+        wait_until(lambda: proxy.connections >= 1 and "could not receive data" in wf.stderr(),
+                   "the cut", 30, [wf])
+        t0 = time.monotonic()
         wait_until(lambda: proxy.connections >= 2, "a reconnect", 30, [wf])
         proxy.cut_after(10**12)                 # no more cuts
         end = small_commit(cluster)
         wait_until(lambda: holds_wal(d, cluster, start, end),
                    f"WAL up to {format_lsn(end)}", 40, [wf])
+        record_property("recovery", f"all WAL received {time.monotonic() - t0:.1f} s after "
+                                    "the cut")
     assert "Traceback" not in wf.stderr()
     assert "walfast: disconnected; waiting 5 seconds to try again" in wf.stderr()
 
 
-def test_slot_in_use_like_pg_receivewal(pg_cluster, bindir, procs, tmp_path):
+def test_slot_in_use_like_pg_receivewal(pg_cluster, bindir, procs, tmp_path, record_property):
     """Another connection holds the slot: under -n both programs say the
     server's words and exit 1 the same way; without -n walfast retries
     every 5 s and streams once the slot is free."""
@@ -238,14 +246,18 @@ def test_slot_in_use_like_pg_receivewal(pg_cluster, bindir, procs, tmp_path):
                    20, [loop])
     finally:
         holder.disconnect()
+        freed = time.monotonic()
     start, _ = loop.start_position()
     end = small_commit(cluster)
     wait_until(lambda: holds_wal(loop_dir, cluster, start, end),
                f"WAL up to {format_lsn(end)}", 30, [loop])
+    record_property("recovery", f"streaming {time.monotonic() - freed:.1f} s after the slot "
+                                "was freed")
 
 
 @pytest.mark.majors
-def test_missing_slot_is_retried_until_it_exists(pg_cluster, pg_major, bindir, procs, tmp_path):
+def test_missing_slot_is_retried_until_it_exists(pg_cluster, pg_major, bindir, procs, tmp_path,
+                                                 record_property):
     cluster = pg_cluster
     wf_dir, pg_dir, loop_dir = make_dirs(tmp_path, "walfast", "pg", "loop")
     wf = procs.walfast("-D", str(wf_dir), "-d", cluster.conninfo(), "-S", "nope", "-n")
@@ -264,10 +276,13 @@ def test_missing_slot_is_retried_until_it_exists(pg_cluster, pg_major, bindir, p
     wait_until(lambda: "disconnected; waiting 5 seconds" in loop.stderr(), "a retry", 20,
                [loop])
     cluster.execute("SELECT pg_create_physical_replication_slot('nope', true)")
+    created = time.monotonic()
     start, _ = loop.start_position()
     end = small_commit(cluster)
     wait_until(lambda: holds_wal(loop_dir, cluster, start, end),
                f"WAL up to {format_lsn(end)}", 30, [loop])
+    record_property("recovery", f"streaming {time.monotonic() - created:.1f} s after the slot "
+                                "was created")
 
 
 def test_wal_already_removed(pg_cluster_factory, bindir, procs, tmp_path):
@@ -332,7 +347,7 @@ def remount(path, options: str) -> None:
 
 @pytest.mark.parametrize("limit", ["full", "min-free"])
 def test_no_space_pauses_receiving_and_keeps_the_connection(pg_cluster, procs, tmp_path,
-                                                           limit):
+                                                           limit, record_property):
     """The next segment file does not fit (or would leave less than
     --min-free): receiving pauses, the same connection stays up (status
     updates keep it), the .partial is left as it is; once there is space,
@@ -362,7 +377,8 @@ def test_no_space_pauses_receiving_and_keeps_the_connection(pg_cluster, procs, t
         end = small_commit(cluster)
         wait_until(lambda: holds_wal(d, cluster, start, end), f"WAL up to {format_lsn(end)}",
                    30, [wf])
-        print(f"resumed {time.monotonic() - paused_at:.1f} s after the pause began")
+        record_property("recovery", f"resumed {time.monotonic() - paused_at:.1f} s after the "
+                                    "pause began")
         assert "there is space again: receiving resumed" in wf.stderr()
         assert replication_rows(cluster)["walfast"]["pid"] == pid
         assert wf.interrupt() == 0
@@ -375,7 +391,7 @@ def test_no_space_pauses_receiving_and_keeps_the_connection(pg_cluster, procs, t
         assert "would leave less free space than --min-free" in err
 
 
-def test_read_only_file_system_is_retried(pg_cluster, procs, tmp_path):
+def test_read_only_file_system_is_retried(pg_cluster, procs, tmp_path, record_property):
     """The directory turns read-only (a read-only file system is mounted
     over it: a mounted file system with files open for writing cannot be
     remounted read-only, and the kernel's own remount after an I/O error
@@ -406,10 +422,13 @@ def test_read_only_file_system_is_retried(pg_cluster, procs, tmp_path):
         assert "Permission denied" not in once.stderr()
     finally:
         subprocess.run(["umount", str(d)], capture_output=True)
+        writable = time.monotonic()
     cluster.generate_wal(2 * seg)
     end = small_commit(cluster)
     wait_until(lambda: holds_wal(d, cluster, start, end), f"WAL up to {format_lsn(end)}",
                40, [wf])
+    record_property("recovery", f"all WAL received {time.monotonic() - writable:.1f} s after "
+                                "the directory was writable again")
     assert wf.interrupt() == 0
     err = wf.stderr()
     assert "Traceback" not in err and "[Errno" not in err and "Permission denied" not in err
@@ -456,10 +475,23 @@ def test_permission_denied_is_retried(pg_cluster, procs, tmp_path, record_proper
         "-D", str(d), "-d", cluster.conninfo(), "-S", "noperm", "-v")))
     pid = wait_streaming(cluster, ["walfast"], [wf])["walfast"]["pid"]
     start, _ = wf.start_position()
-    (partial,) = partial_files(d)
-    target = d if denied == "directory" else d / partial
-    mode = target.stat().st_mode & 0o777
-    target.chmod(mode & ~0o222)
+    # The open .partial, write permission taken away (it may be completed
+    # and renamed under our feet if the server writes WAL meanwhile: then
+    # the next one).
+    deadline = time.monotonic() + 10
+    while True:
+        names = partial_files(d)
+        if len(names) == 1:
+            (partial,) = names
+            target = d if denied == "directory" else d / partial
+            try:
+                mode = target.stat().st_mode & 0o777
+                target.chmod(mode & ~0o222)
+                break
+            except FileNotFoundError:
+                pass
+        assert time.monotonic() < deadline, f"no single .partial in {d}: {names}"
+        time.sleep(0.05)
     try:
         if denied == "directory":
             cluster.generate_wal(2 * seg)       # the open segment fills up

@@ -129,7 +129,9 @@ cdef class CopyStream:
       synced) when *report_flush* (a slot or ``--synchronous``), else 0;
       never more than :attr:`flush_limit` (``--archive``: what the archive
       holds; 0 reports no flush position at all);
-    * *synchronous*: flush at the end of each batch of received messages;
+    * *synchronous*: at the end of each batch of received messages, a
+      status update with the new write position, then the flush and one
+      with the new flush position (pg_receivewal sends only the second);
     * a keepalive asking for a reply flushes first when reporting flush;
     * addition: when reporting flush, each periodic status update flushes
       first, so the slot advances every interval instead of once a segment;
@@ -306,6 +308,13 @@ cdef class CopyStream:
         send = self._last_status == 0
         pending = self._w._write_lsn > self._w._flush_lsn
         if self._synchronous and pending:
+            if self._w.sink._wakeup_fd < 0 and self._send_status() < 0:
+                # As the walreceiver (XLogWalRcvSendReply after the write,
+                # before XLogWalRcvFlush): the written position goes out
+                # before the fdatasync, so synchronous_commit=remote_write
+                # commits do not wait for the disk.  Plain files only: a
+                # compressing queue's position is not written to the OS yet.
+                return EV_CONN_ERROR
             if self._flush() == EV_FAILED:
                 return EV_FAILED
             send = True

@@ -481,17 +481,25 @@ class Cluster:
             raise
         return self
 
-    def init_standby(self, primary: "Cluster") -> "Cluster":
+    def init_standby(self, primary: "Cluster", *, streaming: bool = True,
+                     wal_method: str = "stream") -> "Cluster":
         """Instead of :meth:`init`: create this cluster as a streaming
         standby of the running *primary* (``pg_basebackup -R -X stream``),
         with its own port and socket directory.  Start it with :meth:`start`.
+
+        *streaming* False leaves out ``-R`` (no ``primary_conninfo``, no
+        ``standby.signal``): a plain base backup, to be recovered from an
+        archive (``restore_command`` in the settings, a ``recovery.signal``
+        or ``standby.signal`` written by the caller).  *wal_method* is
+        ``-X``'s value (``none``: the backup's own WAL must come from the
+        archive too).
         """
         self._check_new()
         try:
             self._make_base()
             self._run(
-                "pg_basebackup", "-D", str(self.datadir), "-d", primary.conninfo(), "-R",
-                "-X", "stream", "-c", "fast", "--no-sync",
+                "pg_basebackup", "-D", str(self.datadir), "-d", primary.conninfo(),
+                *(["-R"] if streaming else []), "-X", wal_method, "-c", "fast", "--no-sync",
             )
             # The copied postgresql.conf ends with the primary's settings
             # block (its port, its socket directory); ours goes after it.

@@ -10,7 +10,9 @@ this module turns them into and out of PostgreSQL's text forms:
   the segment size.  Nothing here assumes 16 MiB.
 * timeline history files ``TTTTTTTT.history``.
 * the names a WAL directory holds (:func:`parse_wal_file_name`): the one
-  place that recognises a WAL file name with its suffixes.
+  place that recognises a WAL file name with its suffixes;
+* backup history files ``TTTTTTTTXXXXXXXXYYYYYYYY.OOOOOOOO.backup``
+  (:func:`is_backup_history_file_name`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ __all__ = [
     "MIN_SEGMENT_SIZE",
     "format_lsn",
     "history_file_name",
+    "is_backup_history_file_name",
     "is_valid_segment_size",
     "parse_history_file_name",
     "parse_lsn",
@@ -47,6 +50,8 @@ _SEGMENT_RE = re.compile(r"([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})")
 _WAL_FILE_RE = re.compile(
     r"([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})(\.gz|\.lz4|\.zst)?(\.partial)?(\.tmp)?")
 _HISTORY_RE = re.compile(r"([0-9A-F]{8})\.history")
+#: ``BackupHistoryFileName``: the segment of the backup's start, its offset.
+_BACKUP_HISTORY_RE = re.compile(r"[0-9A-F]{24}\.[0-9A-F]{8}\.backup")
 
 
 def parse_lsn(text: str) -> int:
@@ -145,6 +150,12 @@ def parse_history_file_name(name: str) -> int:
     if m is None or int(m.group(1), 16) == 0:
         raise ValueError(f'"{name}" is not a timeline history file name')
     return int(m.group(1), 16)
+
+
+def is_backup_history_file_name(name: str) -> bool:
+    """True for a backup history file name
+    (``000000010000000000000002.00000028.backup``, ``IsBackupHistoryFileName``)."""
+    return _BACKUP_HISTORY_RE.fullmatch(name) is not None
 
 
 @dataclass(frozen=True)

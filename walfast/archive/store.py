@@ -196,8 +196,8 @@ class S3Store:
         botocore clients are thread-safe once made."""
         with self._lock:
             if self._client is None:
-                import boto3  # type: ignore[import-untyped]
-                from botocore.config import Config  # type: ignore[import-untyped]
+                import boto3
+                from botocore.config import Config
 
                 config = Config(retries={"max_attempts": 2, "mode": "standard"},
                                 connect_timeout=10, read_timeout=30)

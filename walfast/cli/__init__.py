@@ -9,7 +9,9 @@
 * ``walfast status`` and ``walfast wait`` read a receiver's progress state
   (:mod:`walfast.monitor.status`);
 * ``walfast check`` checks a receiver, its server and its slot, as
-  ``barman check`` does (:mod:`walfast.monitor.check`).
+  ``barman check`` does (:mod:`walfast.monitor.check`);
+* ``walfast restore`` fetches one WAL file from the archive for PostgreSQL's
+  ``restore_command`` (:mod:`walfast.cli.restore`).
 
 This module only dispatches: each command's module is imported when it
 runs, so ``walfast --version`` loads nothing else.  The commands are the
@@ -19,7 +21,8 @@ logger.  Usage errors: :mod:`walfast.cli.usage`.
 Exit status: as pg_receivewal's for ``receive`` (0 when stopped by
 SIGINT/SIGTERM or when ``--endpos`` was reached, 1 on any error, never a
 traceback for a user mistake); Nagios's for ``check`` (0 OK, 1 WARNING or a
-usage error, 2 CRITICAL).
+usage error, 2 CRITICAL); ``restore_command``'s for ``restore`` (0 the file
+is in place, 1 it is not).
 """
 
 from __future__ import annotations
@@ -52,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("check", add_help=False,
                    help="check a receiver, its server and slot, like barman check; "
                         "Nagios exit codes (walfast check --help)")
+    sub.add_parser("restore", add_help=False,
+                   help="fetch a WAL file from the archive (S3 or a directory) for "
+                        "restore_command (walfast restore --help)")
     return parser
 
 
@@ -73,6 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from walfast.monitor import check
 
         return check.main(argv[1:])
+    if argv[:1] == ["restore"]:
+        from walfast.cli import restore
+
+        return restore.main(argv[1:])
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

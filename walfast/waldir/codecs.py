@@ -5,10 +5,11 @@ pg_receivewal writes ``NAME.gz`` / ``NAME.lz4`` (``.gz.partial`` /
 ``NAME.zst``, which pg_receivewal rejects.  This module holds what a method
 means for the bytes of a file: the :class:`CompressionSpec` the command line
 produces, one :class:`Encoder` per file written (used by the compressing
-worker, :mod:`walfast.waldir.compressor`) and the one way walfast measures an
+worker, :mod:`walfast.waldir.compressor`), the one way walfast measures an
 existing compressed file (:func:`decoded_length`, used by the start-position
-scan and by the worker).  It does no file I/O of its own beyond reading a
-file to measure it.
+scan and by the worker) and the one way it decompresses one
+(:class:`StreamDecoder`, used by ``walfast restore``).  It does no file I/O
+of its own beyond reading a file to measure it.
 
 The compression libraries (lz4, zstandard) are imported when a file of that
 method is first encoded or measured, so commands that never compress do not
@@ -23,8 +24,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 __all__ = [
-    "SUFFIXES", "CompressionSpec", "DecodeError", "Encoder", "Method", "decoded_length",
-    "new_encoder",
+    "SUFFIXES", "CompressionSpec", "DecodeError", "Encoder", "Method", "StreamDecoder",
+    "decoded_length", "new_encoder",
 ]
 
 Method = Literal["gzip", "lz4", "zstd"]
@@ -34,6 +35,12 @@ SUFFIXES: dict[str, str] = {"gzip": ".gz", "lz4": ".lz4", "zstd": ".zst"}
 
 #: Bytes read, and uncompressed bytes produced, per step when measuring a file.
 _READ_CHUNK = 256 << 10
+#: Compressed bytes given to the decoder at a time by :class:`StreamDecoder`.
+#: zstd's decoder cannot be asked for less output than its input holds, so
+#: its input goes in small pieces: a damaged or hostile frame then cannot
+#: make one call return more than a few hundred MB (RLE blocks reach
+#: ~43,000:1); gzip and lz4 are bounded by their ``max_length``.
+_DECODE_PIECE = {"gzip": 64 << 10, "lz4": 64 << 10, "zstd": 4 << 10}
 
 
 @dataclass(frozen=True)
@@ -165,6 +172,8 @@ class _Decoder:
 
     def __init__(self, method: str) -> None:
         self._lz4 = False
+        self._gzip = method == "gzip"
+        self._more = False
         self._d: Any
         if method == "gzip":
             self._d = zlib.decompressobj(31)
@@ -195,6 +204,31 @@ class _Decoder:
         except self._errors as exc:
             raise DecodeError(str(exc)) from None
 
+    def take(self, data: bytes, max_length: int) -> bytes:
+        """Decode *data* (b"": go on with what was given before), returning at
+        most *max_length* uncompressed bytes (zstd: all that *data* holds);
+        :attr:`more` then tells whether more output is ready without input."""
+        try:
+            if self._gzip:
+                tail = self._d.unconsumed_tail
+                out: bytes = self._d.decompress(tail + data if tail else data, max_length)
+                self._more = bool(self._d.unconsumed_tail) or (
+                    len(out) >= max_length and not self._d.eof)
+            elif self._lz4:
+                out = self._d.decompress(data, max_length=max_length)
+                self._more = not self._d.eof and not self._d.needs_input
+            else:
+                out = self._d.decompress(data)
+                self._more = False
+        except self._errors as exc:
+            raise DecodeError(str(exc) or type(exc).__name__) from None
+        return out
+
+    @property
+    def more(self) -> bool:
+        """Output is waiting that :meth:`take` gives without new input."""
+        return self._more
+
     @property
     def eof(self) -> bool:
         return bool(self._d.eof)
@@ -202,6 +236,55 @@ class _Decoder:
     @property
     def unused_data(self) -> bytes:
         return bytes(self._d.unused_data or b"")   # python-lz4: None until the end
+
+
+class StreamDecoder:
+    """One compressed file of *method* decompressed piece by piece: its bytes
+    go in through :meth:`decode` in pieces of any size, the uncompressed
+    bytes come out in pieces of bounded size (gzip, lz4: 256 kB; zstd: what
+    4 kB of its input holds), so a damaged stream cannot make memory
+    balloon.  Concatenated members/frames are one stream, as for
+    :func:`decoded_length`.  :attr:`complete` tells whether the input so far
+    ends where a member/frame ends: a file that was cut short (or an
+    unfinished ``.partial``) does not.  Damaged input raises
+    :class:`DecodeError`; ``ImportError`` when the method's library is not
+    installed."""
+
+    def __init__(self, method: str) -> None:
+        if method not in SUFFIXES:
+            raise ValueError(f"unknown compression method {method!r}")
+        self.method = method
+        self._d = _Decoder(method)
+        self._piece = _DECODE_PIECE[method]
+        self._in_member = False
+
+    def decode(self, data: bytes) -> Iterator[bytes]:
+        """The uncompressed bytes *data* completes, in pieces."""
+        view = memoryview(data)
+        for start in range(0, len(view), self._piece):
+            yield from self._feed(bytes(view[start:start + self._piece]))
+
+    def _feed(self, piece: bytes) -> Iterator[bytes]:
+        while True:
+            if piece:
+                self._in_member = True
+            out = self._d.take(piece, _READ_CHUNK)
+            piece = b""
+            if out:
+                yield out
+            if self._d.eof:                  # a member/frame ended
+                piece = self._d.unused_data
+                self._d = _Decoder(self.method)
+                self._in_member = False
+                if not piece:
+                    return
+            elif not self._d.more:
+                return
+
+    @property
+    def complete(self) -> bool:
+        """The input so far ends at the end of a member/frame (or is empty)."""
+        return not self._in_member
 
 
 def _decoded_chunks(path: str, method: str, limit: int) -> Iterator[int]:
