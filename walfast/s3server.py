@@ -101,7 +101,7 @@ class S3Server:
         return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
     def client(self, endpoint: str | None = None) -> Any:
-        import boto3  # type: ignore[import-untyped]
+        import boto3
 
         return boto3.session.Session(
             aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
