@@ -296,7 +296,6 @@ def test_dsn_waits_for_the_servers_own_traffic(pg_cluster: Cluster, tmp_path: Pa
     assert re.search(r"^tcp\s+durable\s+walfast\s+1/1\s+[\d,]+", out, re.M), out
 
 
-@pytest.mark.slow
 def test_dsn_interrupted_drops_every_slot(pg_cluster: Cluster, tmp_path: Path) -> None:
     """Ctrl-C while receivers run: they are stopped, the run slot and the
     base slot dropped, the work directory removed; exit status 130."""
