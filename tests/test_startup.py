@@ -38,11 +38,12 @@ def imported_modules(argv: list[str]) -> set[str]:
     ["-m", "walfast.cli.receivewal", "--help"],
     ["-m", "walfast.cli", "receive", "--help"],
     ["-m", "walfast.cli", "restore", "--help"],
+    ["-m", "walfast.cli", "bench", "--help"],
     # a segment the directory does not have (restore_command's commonest call)
     ["-m", "walfast.cli", "restore", "000000010000000000000001", "{dir}/RECOVERYXLOG",
      "--from", "{dir}", "--partial"],
 ], ids=["version", "status", "wait", "receivewal-help", "receive-help", "restore-help",
-        "restore-missing-from-directory"])
+        "bench-help", "restore-missing-from-directory"])
 def test_light_commands_load_no_heavy_library(tmp_path, argv):
     progress.create_state(tmp_path, sync=False).close()
     names = imported_modules([a.format(dir=tmp_path) for a in argv])

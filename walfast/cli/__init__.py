@@ -12,6 +12,9 @@
   ``barman check`` does (:mod:`walfast.monitor.check`);
 * ``walfast restore`` fetches one WAL file from the archive for PostgreSQL's
   ``restore_command`` (:mod:`walfast.cli.restore`).
+* ``walfast bench`` benchmarks WAL throughput, walfast against
+  pg_receivewal, on a throwaway primary or a real server
+  (:mod:`walfast.cli.bench`, the benchmark itself :mod:`walfast.bench`).
 
 This module only dispatches: each command's module is imported when it
 runs, so ``walfast --version`` loads nothing else.  The commands are the
@@ -22,7 +25,8 @@ Exit status: as pg_receivewal's for ``receive`` (0 when stopped by
 SIGINT/SIGTERM or when ``--endpos`` was reached, 1 on any error, never a
 traceback for a user mistake); Nagios's for ``check`` (0 OK, 1 WARNING or a
 usage error, 2 CRITICAL); ``restore_command``'s for ``restore`` (0 the file
-is in place, 1 it is not).
+is in place, 1 it is not); for ``bench`` 0 when every run counted, 1 when
+one failed or on an error, 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -58,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("restore", add_help=False,
                    help="fetch a WAL file from the archive (S3 or a directory) for "
                         "restore_command (walfast restore --help)")
+    sub.add_parser("bench", add_help=False,
+                   help="benchmark WAL throughput: walfast against pg_receivewal, on a "
+                        "throwaway primary or a real server (walfast bench --help)")
     return parser
 
 
@@ -83,6 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from walfast.cli import restore
 
         return restore.main(argv[1:])
+    if argv[:1] == ["bench"]:
+        from walfast.cli import bench
+
+        return bench.main(argv[1:])
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
