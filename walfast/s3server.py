@@ -28,7 +28,6 @@ from walfast.cluster import free_port
 
 __all__ = ["S3Server", "s3_env"]
 
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def s3_env(endpoint: str) -> dict[str, str]:
@@ -93,12 +92,9 @@ class S3Server:
     def cpu_seconds(self) -> float | None:
         """User + system CPU time the server has used so far (all its
         threads), None once it is gone."""
-        try:
-            stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
-        except OSError:
-            return None
-        fields = stat.rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+        from walfast.bench.receivers import proc_cpu_seconds
+
+        return proc_cpu_seconds(self.proc.pid)
 
     def client(self, endpoint: str | None = None) -> Any:
         import boto3

@@ -142,24 +142,24 @@ def ack_argv(conninfo: str) -> list[str]:
     return [sys.executable, "-m", "walfast.bench.discard", "--ack", conninfo]
 
 
-def proc_cpu_seconds(pid: int) -> float | None:
-    """utime + stime of a live process, from /proc/<pid>/stat."""
+def _stat_cpu_seconds(path: str) -> float | None:
+    """utime + stime from a /proc ``stat`` file, None once it is gone."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat = Path(path).read_text()
     except OSError:
         return None
     fields = stat.rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def proc_cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a live process (all its threads)."""
+    return _stat_cpu_seconds(f"/proc/{pid}/stat")
 
 
 def thread_cpu_seconds(pid: int, tid: int) -> float | None:
     """utime + stime of one thread (a live process's main thread: tid = pid)."""
-    try:
-        stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    return _stat_cpu_seconds(f"/proc/{pid}/task/{tid}/stat")
 
 
 def involuntary_switches(pid: int, tid: int | None = None) -> int | None:
