@@ -433,7 +433,7 @@ class Primary(Source):
             while pos - start < size:
                 rows = max(1000, min(200_000, (size - (pos - start)) // 300))
                 conn.execute(
-                    "INSERT INTO bench_fill SELECT g, g %% 1000, (g * 7) %% 100000, "
+                    "INSERT INTO bench_fill SELECT g, g %% 1000, (g * 7) %% 99991, "
                     "'2024-01-01'::timestamptz + g * interval '1 second', "
                     "md5(g::text) || md5((g + 1)::text) || md5((g * 3)::text) || md5((g * 5)::text) "
                     "|| md5((g * 11)::text) || md5((g * 13)::text) "
