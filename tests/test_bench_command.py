@@ -7,6 +7,7 @@ that figures were measured and hang together is checked, never a speed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -264,6 +266,32 @@ def test_dsn_with_an_existing_slot_writes_nothing(pg_cluster: Cluster, tmp_path:
         in r.stdout
 
 
+@contextlib.contextmanager
+def bench_running(cwd: Path, *args: str) -> Iterator[subprocess.Popen[str]]:
+    """``walfast bench ARGS`` running, its output piped; killed if it is
+    still there at the end."""
+    proc = subprocess.Popen([sys.executable, "-m", "walfast.cli", "bench", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+def read_until(proc: subprocess.Popen[str], stop: Callable[[str], bool]) -> list[str]:
+    """The lines *proc* printed, up to the first for which *stop* is true
+    (or its end)."""
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if stop(line):
+            break
+    return seen
+
+
 def test_dsn_waits_for_the_servers_own_traffic(pg_cluster: Cluster, tmp_path: Path) -> None:
     """Without -S: a new temporary slot pins WAL from the server's position
     (a physical slot's starts at the last checkpoint's redo point) and the
@@ -271,28 +299,17 @@ def test_dsn_waits_for_the_servers_own_traffic(pg_cluster: Cluster, tmp_path: Pa
     pg_cluster.execute("VACUUM")            # see _housekeeping
     before = pg_cluster.current_wal_lsn()
     pg_cluster.execute("CHECKPOINT")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "walfast.cli", "bench", "-d", pg_cluster.conninfo(),
-         "--size", "3MB", "--rounds", "1", "--modes", "durable", "--receivers",
-         "walfast,discard", "--no-limits", "--workdir", str(tmp_path), "--max-wait", "120"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
-    try:
-        assert proc.stdout is not None
-        seen = []
-        for line in proc.stdout:
-            seen.append(line)
-            if "waiting for the server's own traffic" in line:
-                break
-        else:
+    with bench_running(tmp_path, "-d", pg_cluster.conninfo(), "--size", "3MB", "--rounds", "1",
+                       "--modes", "durable", "--receivers", "walfast,discard", "--no-limits",
+                       "--workdir", str(tmp_path), "--max-wait", "120") as proc:
+        waiting = "waiting for the server's own traffic"
+        seen = read_until(proc, lambda line: waiting in line)
+        if not seen or waiting not in seen[-1]:
             pytest.fail("".join(seen))
         assert bench_slots(pg_cluster) == [f"walfast_bench_{proc.pid}_base"]
         pg_cluster.execute(_EMIT, (4,))          # the server's "own" traffic
         pg_cluster.execute("SELECT pg_switch_wal()")
         out, err = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
     after = pg_cluster.current_wal_lsn()
     assert proc.returncode == 0, "".join(seen) + out + err
     assert set(wal_records(pg_cluster, before, after)) <= _NOT_THE_BENCHMARKS | _AUTOVACUUM
@@ -306,24 +323,12 @@ def test_dsn_interrupted_drops_every_slot(pg_cluster: Cluster, tmp_path: Path) -
     pg_cluster.execute("SELECT pg_create_physical_replication_slot('bench_test_src', true)")
     pg_cluster.execute(_EMIT, (6,))
     pg_cluster.execute("SELECT pg_switch_wal()")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "walfast.cli", "bench", "-d", pg_cluster.conninfo(),
-         "-S", "bench_test_src", "--size", "4MB", "--rounds", "50", "--modes", "durable,no-sync",
-         "--no-limits", "--workdir", str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
-    try:
-        assert proc.stdout is not None
-        seen = []
-        for line in proc.stdout:
-            seen.append(line)
-            if line.startswith("  round 2 "):
-                break
+    with bench_running(tmp_path, "-d", pg_cluster.conninfo(), "-S", "bench_test_src", "--size",
+                       "4MB", "--rounds", "50", "--modes", "durable,no-sync", "--no-limits",
+                       "--workdir", str(tmp_path)) as proc:
+        seen = read_until(proc, lambda line: line.startswith("  round 2 "))
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
     assert proc.returncode == 130, "".join(seen) + out + err
     assert "walfast bench: interrupted" in err and "Traceback" not in err
     assert bench_slots(pg_cluster) == []

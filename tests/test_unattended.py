@@ -61,6 +61,16 @@ def state_of(d) -> str | None:
         return None
 
 
+def streams_again(receiver, directory, cluster, since: float) -> float:
+    """Wait until *receiver* holds WAL from its start position through a
+    new commit; the seconds since *since* (when the fault went away)."""
+    start, _ = receiver.start_position()
+    end = small_commit(cluster)
+    wait_until(lambda: holds_wal(directory, cluster, start, end),
+               f"WAL up to {format_lsn(end)}", 30, [receiver])
+    return time.monotonic() - since
+
+
 def lines(r) -> list[str]:
     return r.stderr().replace(f"{r.name}: ", "PROG: ").replace("walfast: ", "PROG: ") \
         .replace("pg_receivewal: ", "PROG: ").splitlines()
@@ -247,12 +257,8 @@ def test_slot_in_use_like_pg_receivewal(pg_cluster, bindir, procs, tmp_path, rec
     finally:
         holder.disconnect()
         freed = time.monotonic()
-    start, _ = loop.start_position()
-    end = small_commit(cluster)
-    wait_until(lambda: holds_wal(loop_dir, cluster, start, end),
-               f"WAL up to {format_lsn(end)}", 30, [loop])
-    record_property("recovery", f"streaming {time.monotonic() - freed:.1f} s after the slot "
-                                "was freed")
+    took = streams_again(loop, loop_dir, cluster, since=freed)
+    record_property("recovery", f"streaming {took:.1f} s after the slot was freed")
 
 
 @pytest.mark.majors
@@ -277,12 +283,8 @@ def test_missing_slot_is_retried_until_it_exists(pg_cluster, pg_major, bindir, p
                [loop])
     cluster.execute("SELECT pg_create_physical_replication_slot('nope', true)")
     created = time.monotonic()
-    start, _ = loop.start_position()
-    end = small_commit(cluster)
-    wait_until(lambda: holds_wal(loop_dir, cluster, start, end),
-               f"WAL up to {format_lsn(end)}", 30, [loop])
-    record_property("recovery", f"streaming {time.monotonic() - created:.1f} s after the slot "
-                                "was created")
+    took = streams_again(loop, loop_dir, cluster, since=created)
+    record_property("recovery", f"streaming {took:.1f} s after the slot was created")
 
 
 def test_wal_already_removed(pg_cluster_factory, bindir, procs, tmp_path):

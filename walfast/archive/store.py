@@ -224,14 +224,20 @@ class S3Store:
         except Exception as exc:   # botocore's errors, or the network's
             raise self._error(exc, "upload", name) from exc
 
-    def holds(self, name: str, source: Path) -> bool:
+    def _head(self, name: str) -> dict[str, Any] | None:
+        """HEAD of the object *name*; None when there is none."""
         try:
-            reply = self.client.head_object(Bucket=self.bucket, Key=self._key(name))
+            reply: dict[str, Any] = self.client.head_object(Bucket=self.bucket,
+                                                            Key=self._key(name))
         except Exception as exc:
             if _not_found(exc):
-                return False
+                return None
             raise self._error(exc, "look up", name) from exc
-        return (int(reply["ContentLength"]) == source.stat().st_size
+        return reply
+
+    def holds(self, name: str, source: Path) -> bool:
+        reply = self._head(name)
+        return (reply is not None and int(reply["ContentLength"]) == source.stat().st_size
                 and reply.get("ETag", "").strip('"') == expected_etag(source))
 
     def delete(self, name: str) -> None:
@@ -286,13 +292,8 @@ class S3Store:
         return True
 
     def size(self, name: str) -> int | None:
-        try:
-            reply = self.client.head_object(Bucket=self.bucket, Key=self._key(name))
-        except Exception as exc:
-            if _not_found(exc):
-                return None
-            raise self._error(exc, "look up", name) from exc
-        return int(reply["ContentLength"])
+        reply = self._head(name)
+        return None if reply is None else int(reply["ContentLength"])
 
     def names(self, start_after: str = "") -> Iterator[str]:
         base = self._key("")

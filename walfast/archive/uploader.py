@@ -131,6 +131,7 @@ class Uploader:
         self._pending: dict[str, _Pending] = {}
         self._in_flight: set[str] = set()
         self._archived_segnos: set[int] = set()
+        self._newest_archived = -1       # max(_archived_segnos), kept as they come (read each tick)
         self._first_unarchived: int | None = None   # segno
         self._partial: tuple[str, int] | None = None  # the open segment's file, its flush end
         self._partial_archived: tuple[int, int] = (0, 0)   # (segno, end) of the last snapshot
@@ -166,6 +167,7 @@ class Uploader:
             segno = self._segno(name)
             if segno is not None:
                 self._archived_segnos.add(segno)
+                self._newest_archived = max(self._newest_archived, segno)
         self._scan(first=True)
         self._pool = concurrent.futures.ThreadPoolExecutor(
             CONCURRENCY, thread_name_prefix="walfast-upload", initializer=_yield_to_receiving)
@@ -236,9 +238,9 @@ class Uploader:
         seg = self._segment_size
         if self._first_unarchived is not None:
             return self._first_unarchived * seg
-        end = (max(self._archived_segnos) + 1) * seg if self._archived_segnos else 0
+        end = (self._newest_archived + 1) * seg
         psegno, pend = self._partial_archived
-        if pend and (not self._archived_segnos or psegno >= max(self._archived_segnos)):
+        if pend and psegno >= self._newest_archived:
             end = max(end, pend)
         return end
 
@@ -352,6 +354,7 @@ class Uploader:
             self._pending.pop(item.name, None)
             if item.segno is not None:
                 self._archived_segnos.add(item.segno)
+                self._newest_archived = max(self._newest_archived, item.segno)
             self._update_first_unarchived()
             recovered = self._failing_since and not any(p.attempts for p in self._pending.values())
             if recovered:

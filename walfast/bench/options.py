@@ -88,24 +88,22 @@ def parse_list(allowed: Sequence[str]) -> Callable[[str], list[str]]:
     return parse
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
-    return value
+def _whole_number(minimum: int, words: str) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least *minimum* (*words*
+    says the rule in the error)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{words}: {text!r}")
+        return value
+    return parse
 
 
-def _not_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
-    return value
+_positive = _whole_number(1, "must be at least 1")
+_not_negative = _whole_number(0, "must not be negative")
 
 
 Group = Any     # an argparse parser or argument group
