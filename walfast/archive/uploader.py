@@ -43,7 +43,7 @@ from walfast.archive.status import write_archive_status
 from walfast.archive.store import Store
 from walfast.errors import ArchiveError, describe
 from walfast.log import get_logger
-from walfast.lsn import format_lsn, parse_wal_file_name
+from walfast.lsn import format_lsn, parse_history_file_name, parse_wal_file_name
 from walfast.waldir import layout
 from walfast.waldir.durable import write_file_durably
 
@@ -103,7 +103,11 @@ def _is_archived_name(name: str) -> bool:
     wal = parse_wal_file_name(name)
     if wal is not None:
         return wal.complete
-    return name.endswith(".history") and len(name) == 16
+    try:
+        parse_history_file_name(name)
+    except ValueError:
+        return False
+    return True
 
 
 class Uploader:
