@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import fcntl
 import gzip
+import importlib.util
 import os
 import pwd
+import re
 import shlex
 import shutil
 import signal
@@ -665,6 +667,12 @@ def _server_side_walfast(server_user: pwd.struct_passwd | None, directory: Path)
         except OSError as exc:            # it cannot even be started
             tried.append(f"{python}: {exc.strerror}")
             continue
+        if r.returncode != 0 and "ModuleNotFoundError" in r.stderr:
+            # It runs, but cannot read this checkout or its packages (a
+            # 0700 temporary directory, a venv under /root): copies then.
+            copied = _packages_for(python, probe, server_user, directory / "site")
+            if copied is not None:
+                pythonpath, r = copied, subprocess.CompletedProcess(r.args, 0)
         if r.returncode == 0:
             script = directory / "walfast"
             script.write_text(f"#!/bin/sh\nPYTHONPATH={shlex.quote(pythonpath)} exec "
@@ -677,6 +685,33 @@ def _server_side_walfast(server_user: pwd.struct_passwd | None, directory: Path)
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason}; under CI this is a failure, not a skip", pytrace=False)
     pytest.skip(reason)
+
+
+def _packages_for(python: str, probe: str, user: pwd.struct_passwd, site: Path) -> str | None:
+    """Copy into *site* (readable by *user*) the top-level packages *probe*
+    needs under *python*, one at a time as its ModuleNotFoundError names
+    them; the path to put on PYTHONPATH, or None when one cannot be found
+    here."""
+    site.mkdir(exist_ok=True)
+    copied: set[str] = set()
+    while True:
+        r = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "PYTHONPATH": str(site)}, user=user.pw_uid,
+                           group=user.pw_gid, extra_groups=[], cwd="/")
+        if r.returncode == 0:
+            return str(site)
+        m = re.search(r"No module named '([^'.]+)", r.stderr)
+        spec = importlib.util.find_spec(m.group(1)) if m else None
+        if m is None or m.group(1) in copied or spec is None or spec.origin is None:
+            return None
+        origin = Path(spec.origin)
+        if spec.submodule_search_locations:
+            shutil.copytree(origin.parent, site / m.group(1),
+                            ignore=shutil.ignore_patterns("__pycache__", "*.c"))
+        else:
+            shutil.copy2(origin, site / origin.name)
+        copied.add(m.group(1))
+        subprocess.run(["chmod", "-R", "a+rX", str(site)], check=True)
 
 
 @pytest.fixture
