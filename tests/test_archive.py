@@ -280,9 +280,10 @@ def test_a_bucket_that_does_not_exist_is_refused_before_streaming(pg_cluster, pr
 def test_compressed_files_and_history_files_as_written(pg_cluster, standby_factory, procs, s3,
                                                        bucket, tmp_path):
     """With -Z the objects are the compressed files exactly as written
-    (NAME.lz4); a timeline switch ships the history file; everything goes
-    as the local directory holds it; the open segment's snapshot is a prefix
-    of its compressed .partial."""
+    (NAME.lz4); a timeline switch ships the history file and the old
+    timeline's last .partial as it was left; everything goes as the local
+    directory holds it; the open segment's snapshot is a prefix of its
+    compressed .partial."""
     primary = pg_cluster
     standby = standby_factory(primary)
     (d,) = make_dirs(tmp_path, "wal")
@@ -298,15 +299,20 @@ def test_compressed_files_and_history_files_as_written(pg_cluster, standby_facto
                "the history file and a timeline 2 segment in the bucket", 60, [wf])
     open_partial = [n for n in os.listdir(d) if n.startswith("00000002")
                     and n.endswith(".lz4.partial")]
-    wait_until(lambda: set(open_partial) & set(versions(s3, bucket, "z")),
-               "the open segment's snapshot", 30, [wf])
+    # Timeline 1 ended mid-segment: its last file stays .partial for good.
+    ended = [n for n in os.listdir(d) if n.startswith("00000001") and n.endswith(".lz4.partial")]
+    assert ended, sorted(os.listdir(d))
+    wait_until(lambda: set(open_partial + ended) <= set(versions(s3, bucket, "z")),
+               "the open segment's snapshot and timeline 1's last .partial", 30, [wf])
     assert wf.interrupt() == 0
     local = sorted(n for n in os.listdir(d) if n.endswith((".lz4", ".history")))
     objects = s3.objects(bucket, "z")
     snapshots = {n: b for n, b in objects.items() if n.endswith(".partial")}
-    assert set(snapshots) == set(open_partial), sorted(objects)
+    assert set(snapshots) == set(open_partial + ended), sorted(objects)
     for name, body in snapshots.items():
         assert body and (d / name).read_bytes().startswith(body), name
+    for name in ended:      # shipped as the timeline left it, not an older snapshot
+        assert snapshots[name] == (d / name).read_bytes(), name
     objects = {n: b for n, b in objects.items() if n not in snapshots}
     assert all(n.endswith((".lz4", ".history")) for n in objects), sorted(objects)
     assert set(objects) <= set(local)

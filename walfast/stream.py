@@ -338,6 +338,7 @@ class _Session:
                         _end_copy_for_stop(pgconn)
                         return ReceiveOutcome.ENDPOS_REACHED, None
                     if event == _core.COPY_DONE:
+                        left = writer.current_file
                         _close_incomplete(writer, done)
                         try:
                             next_tli = commands.end_copy(pgconn, server_ended=True)
@@ -347,6 +348,8 @@ class _Session:
                             log.error("replication stream was terminated before stop point")
                             return ReceiveOutcome.DISCONNECTED, None
                         _check_switch(next_tli, timeline, writer.write_lsn)
+                        if self.uploader is not None and left:
+                            self.uploader.timeline_ended(os.path.basename(left))
                         return ReceiveOutcome.DISCONNECTED, next_tli
                     if event == _core.CONN_ERROR:
                         msg = pgconn.error_message.decode(errors="replace").strip()

@@ -141,6 +141,7 @@ class Uploader:
         self._partial_archived: tuple[int, int] = (0, 0)   # (segno, end) of the last snapshot
         self._partial_objects: set[str] = set()       # .partial objects put this run
         self._last_partial = 0.0
+        self._timeline_ends: list[str] = []           # .partial files a timeline left, to ship
         self.uploaded_files = 0
         self.uploaded_bytes = 0
         self.failures = 0
@@ -230,6 +231,16 @@ class Uploader:
         the WAL position durable in it: what a ``.partial`` snapshot covers."""
         with self._lock:
             self._partial = (partial, flushed_lsn) if partial else None
+
+    def timeline_ended(self, partial: str) -> None:
+        """A timeline ended inside a segment: its ``.partial`` file (closed
+        and synced) stays in the directory for good, as pg_receivewal leaves
+        it.  With ``partial_interval``, its final state is shipped once, so
+        no older snapshot of it stays behind in the archive."""
+        if self.partial_interval:
+            with self._lock:
+                self._timeline_ends.append(partial)
+            self._wake.set()
 
     @property
     def archived_lsn(self) -> int:
@@ -403,6 +414,9 @@ class Uploader:
             return
         with self._lock:
             partial = self._partial
+            ended, self._timeline_ends = self._timeline_ends, []
+        for name in ended:
+            self._ship_timeline_end(name)
         if partial is None or time.monotonic() - self._last_partial < self.partial_interval:
             return
         name, flushed = partial
@@ -435,6 +449,25 @@ class Uploader:
             self._drop_partial_objects(name[:24])
             return
         log.debug("uploaded %s up to %s", name, format_lsn(flushed))
+
+    def _ship_timeline_end(self, name: str) -> None:
+        """Upload the final state of the ``.partial`` file a timeline left
+        (see :meth:`timeline_ended`)."""
+        try:
+            self.store.put(name, (self.directory / name).read_bytes())
+        except FileNotFoundError:
+            return
+        except (ArchiveError, OSError) as exc:
+            with self._lock:
+                self.failures += 1
+                self.last_error = describe(exc)
+                self._timeline_ends.append(name)
+            log.warning("%s; the end of the timeline is uploaded again in %g s",
+                        describe(exc), self.partial_interval)
+            return
+        with self._lock:
+            self._partial_objects.add(name)
+        log.info("uploaded %s, the end of timeline %d", name, int(name[:8], 16))
 
     # ---- status --------------------------------------------------------------------
 
