@@ -225,22 +225,25 @@ def free_port() -> int:
         return port
 
 
-def make_tls_files(prefix: str = "walfast-tls-") -> tuple[Path, Path, Path]:
-    """A self-signed server certificate and key (openssl CLI) in a fresh
-    temporary directory only the server's user can read (``postgres`` when
-    we are root, as the clusters run); returns ``(directory, crt, key)``.
-    Use them with the settings ``ssl``, ``ssl_cert_file`` and
-    ``ssl_key_file``; the caller removes the directory."""
+def make_tls_files(prefix: str = "walfast-tls-", *,
+                   owner: str | None = "postgres") -> tuple[Path, Path, Path]:
+    """A self-signed server certificate (for ``localhost`` and 127.0.0.1)
+    and key (openssl CLI) in a fresh temporary directory only the server's
+    user can read (*owner* when we are root, as the clusters run; None:
+    ours); returns ``(directory, crt, key)``.  Use them with the settings
+    ``ssl``, ``ssl_cert_file`` and ``ssl_key_file``; the caller removes the
+    directory."""
     d = Path(tempfile.mkdtemp(prefix=prefix))
     try:
         crt, key = d / "server.crt", d / "server.key"
         subprocess.run(
             ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-             "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(crt)],
+             "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+             "-keyout", str(key), "-out", str(crt)],
             check=True, capture_output=True, timeout=120)
         key.chmod(0o600)
-        if os.geteuid() == 0:
-            pw = pwd.getpwnam("postgres")
+        if os.geteuid() == 0 and owner is not None:
+            pw = pwd.getpwnam(owner)
             for p in (d, crt, key):
                 os.chown(p, pw.pw_uid, pw.pw_gid)
         d.chmod(0o700)

@@ -16,6 +16,8 @@ rather than stopping it (stopping would lose the bucket).
 from __future__ import annotations
 
 import os
+import shutil
+import ssl
 import subprocess
 import sys
 import time
@@ -24,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from walfast.cluster import free_port
+from walfast.cluster import free_port, make_tls_files
 
 __all__ = ["S3Server", "s3_env"]
 
@@ -52,22 +54,35 @@ class S3Server:
     *log*: a file for the server's output (else discarded).  *tmpdir*: where
     it keeps the temporary files of large objects (its ``TMPDIR``; default
     the system's).  *cpus*: the CPUs it may run on (``sched_setaffinity``;
-    default all)."""
+    default all).  *tls*: serve https, as AWS and most stores do, with a
+    self-signed certificate that :attr:`env` makes boto3 trust
+    (``AWS_CA_BUNDLE``).  Over plain http botocore signs a SHA-256 of every
+    body; over https it sends ``UNSIGNED-PAYLOAD`` with its checksum, so a
+    benchmark of the client's cost should use https."""
 
     def __init__(self, log: Path | None = None, *, tmpdir: Path | None = None,
-                 cpus: set[int] | None = None) -> None:
+                 cpus: set[int] | None = None, tls: bool = False) -> None:
         self.port = free_port()
         #: the server's output: a line per request, written as it answers
         self.log = log
-        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._tls_dir: Path | None = None
+        args = ["-H", "127.0.0.1", "-p", str(self.port)]
+        context = None
+        if tls:
+            self._tls_dir, crt, key = make_tls_files("walfast-s3-tls-", owner=None)
+            args += ["-c", str(crt), "-k", str(key)]
+            context = ssl.create_default_context(cafile=str(crt))
+        self.endpoint = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.env = s3_env(self.endpoint)
+        if tls:
+            self.env["AWS_CA_BUNDLE"] = str(crt)
         env = {**os.environ, **self.env}
         if tmpdir is not None:
             env["TMPDIR"] = str(tmpdir)
         out: Any = open(log, "ab") if log is not None else subprocess.DEVNULL
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                [sys.executable, "-m", "moto.server", *args],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                 preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus))
         finally:
@@ -76,7 +91,8 @@ class S3Server:
         deadline = time.monotonic() + 30
         while True:
             try:
-                urllib.request.urlopen(self.endpoint + "/moto-api/", timeout=1).close()
+                urllib.request.urlopen(self.endpoint + "/moto-api/", timeout=1,
+                                       context=context).close()
                 break
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -103,7 +119,8 @@ class S3Server:
             aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
             region_name=self.env["AWS_DEFAULT_REGION"],
-        ).client("s3", endpoint_url=endpoint or self.endpoint)
+        ).client("s3", endpoint_url=endpoint or self.endpoint,
+                 verify=self.env.get("AWS_CA_BUNDLE"))
 
     def create_bucket(self, name: str) -> None:
         self.client().create_bucket(Bucket=name)
@@ -149,6 +166,8 @@ class S3Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self._tls_dir is not None:
+            shutil.rmtree(self._tls_dir, ignore_errors=True)
 
     def __enter__(self) -> S3Server:
         return self

@@ -68,7 +68,10 @@ class Store:
         base = SHM if SHM.is_dir() else None
         self.tmpdir = Path(tempfile.mkdtemp(prefix="walfast-bench-moto-", dir=base))
         try:
-            self.server = S3Server(log=logdir / "moto.log", tmpdir=self.tmpdir, cpus=cpus)
+            # https, as AWS and most stores are: over plain http botocore
+            # would also hash every body for the signature.
+            self.server = S3Server(log=logdir / "moto.log", tmpdir=self.tmpdir, cpus=cpus,
+                                   tls=True)
         except BaseException:
             shutil.rmtree(self.tmpdir, ignore_errors=True)
             raise
