@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                 os.environ.pop("AWS_CA_BUNDLE", None)
                 os.environ.update(server.env)
                 stores[name] = open_store(f"s3://{BUCKET}/walfast")
+                getattr(stores[name], "client")   # made now, for this server's environment
             buf = os.urandom(SEGMENT)
             files = []
             for i in range(args.count):

@@ -1,7 +1,5 @@
 """``python -m walfast``: the ``walfast`` command."""
 
-import sys
+from walfast.cli import console_main
 
-from walfast.cli import main
-
-sys.exit(main())
+console_main()

@@ -32,8 +32,12 @@ one failed or on an error, 130 when interrupted.
 from __future__ import annotations
 
 import argparse
+import gc
+import logging
+import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from walfast import __version__
 from walfast.cli.usage import ArgumentParser, UsageError, print_usage_error
@@ -105,3 +109,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     return print_usage_error(  # pragma: no cover (all dispatched above)
         UsageError(f"unknown command {args.command!r}"), progname=PROG, command=PROG)
 
+
+
+def exit_now(code: int) -> NoReturn:
+    """End the receiver's process with *code*, skipping the interpreter's
+    teardown: by then every file is synced and closed, the connection
+    ended and every thread stopped, and the teardown (collecting and
+    freeing every module's objects) cost ~55 ms of CPU at each exit, more
+    than the rest of a short run's Python.  Output buffers are flushed
+    first; nothing of walfast's registers atexit work."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass        # a closed pipe: nothing more can be said
+    os._exit(code)
+
+
+def console_main() -> NoReturn:
+    """The ``walfast`` console script: :func:`main`.  The receiver starts
+    with the cyclic GC off (see :func:`walfast.cli.receivewal.run`) and
+    ends with :func:`exit_now`; the other commands run as usual."""
+    receiver = sys.argv[1:2] == ["receive"]
+    if receiver:
+        gc.disable()
+    code = main()
+    if receiver:
+        exit_now(code)
+    sys.exit(code)
