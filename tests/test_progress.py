@@ -52,8 +52,8 @@ def test_layout_field_by_field(tmp_path):
     s.close()
     t = P.pg_time_to_unix
     expected = {
-        "magic": b"WALFPROG", "version": 1, "size": P.SIZE, "seq": snap.seq,
-        "checksum": P._fnv1a64(raw[32:P.SIZE]), "byte_order": 0x01020304,
+        "magic": b"WALFPROG", "version": 2, "size": P.SIZE, "seq": snap.seq,
+        "checksum": P._fnv1a64(raw[32:P.SIZE], "<"), "byte_order": 0x01020304,
         "state": P.STOPPING, "pid": os.getpid(), "flags": 3, "received_tli": 0x0A0B0C0D,
         "system_identifier": 0x1122334455667788, "segment_size": 0x0000_0004_0000_0000 + 16 * MB,
         "receive_start_lsn": 0x0102030405060708, "receive_start_tli": 0x31323334,

@@ -213,10 +213,12 @@ class ProgressSnapshot:
         return out
 
 
-def _fnv1a64(data: bytes) -> int:
+def _fnv1a64(data: bytes, byte_order: str) -> int:
+    """The engine's checksum (``wf_fnv1a64``): FNV-1a over 64-bit words in
+    the writer's byte order."""
     h = 0xcbf29ce484222325
-    for b in data:
-        h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    for (w,) in struct.iter_unpack(byte_order + "Q", data):
+        h = ((h ^ w) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
     return h
 
 
@@ -282,12 +284,13 @@ def parse_progress(raw: bytes, running: bool = True) -> ProgressSnapshot:
     Raises :class:`ProgressStateError` if it is not a consistent image."""
     if len(raw) < SIZE or raw[:len(MAGIC)] != MAGIC:
         raise ProgressStateError("not a walfast progress state file")
-    v = _fields(raw, _byte_order(raw))
+    byte_order = _byte_order(raw)
+    v = _fields(raw, byte_order)
     version, size, seq = v["version"], v["size"], v["seq"]
     if version != VERSION or size != SIZE:
         raise ProgressStateError(f"unsupported layout version {version} (size {size})")
     assert isinstance(seq, int)
-    if seq & 1 or _fnv1a64(raw[_CHECKED_FROM:SIZE]) != v["checksum"]:
+    if seq & 1 or _fnv1a64(raw[_CHECKED_FROM:SIZE], byte_order) != v["checksum"]:
         raise ProgressStateError("inconsistent snapshot (being written)")
     n = {name: value for name, value in v.items() if isinstance(value, int)}
     state, flags = n["state"], n["flags"]
