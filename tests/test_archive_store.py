@@ -101,3 +101,44 @@ def test_a_directory_is_a_store_too(tmp_path):
     store.put("000000010000000000000002", src)
     assert store.holds("000000010000000000000002", src)
     assert list(store.names()) == ["000000010000000000000002"]
+
+
+def test_a_timelines_last_partial_is_shipped_as_left_and_retried(tmp_path):
+    """Uploader.timeline_ended: the .partial a timeline left is uploaded
+    once as it is (not an older snapshot); a failed upload is tried again
+    one partial interval later, not at every wake-up of the uploader."""
+    import time
+
+    from walfast.archive.uploader import Uploader
+
+    class FlakyStore(DirectoryStore):
+        def __init__(self, path):
+            super().__init__(path)
+            self.puts: list[tuple[str, float]] = []
+
+        def put(self, name, source):
+            self.puts.append((name, time.monotonic()))
+            if len(self.puts) == 1:
+                raise ArchiveError("the store is down for a moment")
+            super().put(name, source)
+
+    wal, bucket = tmp_path / "wal", tmp_path / "bucket"
+    wal.mkdir()
+    bucket.mkdir()
+    name = "00000001000000000000000B.partial"
+    (wal / name).write_bytes(b"timeline 1, as it was left")
+    store = FlakyStore(bucket)
+    uploader = Uploader(wal, store, partial_interval=0.5, sync=False)
+    uploader.start(1 << 20)
+    try:
+        uploader.timeline_ended(name)
+        deadline = time.monotonic() + 10
+        while not (bucket / name).exists() and time.monotonic() < deadline:
+            uploader.poke()         # wake-ups, as completed segments bring them
+            time.sleep(0.02)
+    finally:
+        uploader.close()
+    assert (bucket / name).read_bytes() == b"timeline 1, as it was left"
+    assert [n for n, _ in store.puts] == [name, name]
+    assert store.puts[1][1] - store.puts[0][1] >= 0.45
+    assert uploader.failures == 1

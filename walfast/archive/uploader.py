@@ -142,6 +142,7 @@ class Uploader:
         self._partial_objects: set[str] = set()       # .partial objects put this run
         self._last_partial = 0.0
         self._timeline_ends: list[str] = []           # .partial files a timeline left, to ship
+        self._timeline_ends_not_before = 0.0          # after a failure: one try per interval
         self.uploaded_files = 0
         self.uploaded_bytes = 0
         self.failures = 0
@@ -414,7 +415,9 @@ class Uploader:
             return
         with self._lock:
             partial = self._partial
-            ended, self._timeline_ends = self._timeline_ends, []
+            ended: list[str] = []
+            if time.monotonic() >= self._timeline_ends_not_before:
+                ended, self._timeline_ends = self._timeline_ends, []
         for name in ended:
             self._ship_timeline_end(name)
         if partial is None or time.monotonic() - self._last_partial < self.partial_interval:
@@ -462,6 +465,7 @@ class Uploader:
                 self.failures += 1
                 self.last_error = describe(exc)
                 self._timeline_ends.append(name)
+                self._timeline_ends_not_before = time.monotonic() + self.partial_interval
             log.warning("%s; the end of the timeline is uploaded again in %g s",
                         describe(exc), self.partial_interval)
             return
