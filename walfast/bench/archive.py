@@ -145,7 +145,8 @@ def figures(sampler: WalsenderSampler, rng: WalRange, status: dict[str, Any] | N
       after the receive (its uploads while it drains)."""
     out: dict[str, Any] = {}
     names = set(rng.segment_names())
-    stop = sampler.stop_line_s
+    # (seen up to one poll late: never after the exit, see _receive_window)
+    stop = None if sampler.stop_line_s is None else min(sampler.stop_line_s, wall)
     stored: dict[str, float] = {}
     for key, events in (("stored", sampler.stored), ("recorded", sampler.archived)):
         first: dict[str, float] = {}

@@ -545,7 +545,7 @@ def measure(run: Run, source: Source, rng: WalRange, workdir: Path, logdir: Path
             walsender_cpu_s_per_gb=None if sampler.cpu is None else round(sampler.cpu / gb, 3),
             write_bytes=write_bytes, read_bytes=io.get("read_bytes"),
             output_bytes=output_bytes)
-        result.update(_receive_window(sampler, at_spawn, rng))
+        result.update(_receive_window(sampler, at_spawn, rng, wall))
         if archiving:
             from walfast.bench.archive import figures
 
@@ -566,15 +566,18 @@ def measure(run: Run, source: Source, rng: WalRange, workdir: Path, logdir: Path
 
 
 def _receive_window(sampler: WalsenderSampler, at_spawn: dict[str, Any],
-                    rng: WalRange) -> dict[str, Any]:
+                    rng: WalRange, wall: float) -> dict[str, Any]:
     """The receive alone, from the spawn to the receiver's ``stopped log
     streaming`` line (walfast and pg_receivewal print it at ``--endpos``
     with ``-v``): receive MB/s, and the CPU seconds spent meanwhile by the
     receiver, its walsender and the whole machine (busy: of all its CPUs;
-    steal: taken by the hypervisor)."""
+    steal: taken by the hypervisor).  The line is seen up to one 10 ms poll
+    late, possibly after the receiver exited (*wall*: spawn to exit): it
+    was printed before the exit, so the window ends there at the latest."""
     stop, at = sampler.stop_line_s, sampler.at_stop
     if stop is None or at is None or stop <= 0:
         return {}
+    stop = min(stop, wall)
     out: dict[str, Any] = dict(recv_s=round(stop, 4), recv_mb_s=round(rng.nbytes / 1e6 / stop, 1))
     if sampler.start_line_s is not None and stop > sampler.start_line_s:
         out["stream_recv_mb_s"] = round(rng.nbytes / 1e6 / (stop - sampler.start_line_s), 1)
