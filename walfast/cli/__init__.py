@@ -16,8 +16,9 @@
   pg_receivewal, on a throwaway primary or a real server
   (:mod:`walfast.cli.bench`, the benchmark itself :mod:`walfast.bench`).
 
-This module only dispatches: each command's module is imported when it
-runs, so ``walfast --version`` loads nothing else.  The commands are the
+This module only dispatches (and ends the receiver's process without the
+interpreter's teardown, :func:`exit_now`): each command's module is
+imported when it runs, so ``walfast --version`` loads nothing else.  The commands are the
 only code that configures logging; the library only logs to the ``walfast``
 logger.  Usage errors: :mod:`walfast.cli.usage`.
 
@@ -108,7 +109,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     return print_usage_error(  # pragma: no cover (all dispatched above)
         UsageError(f"unknown command {args.command!r}"), progname=PROG, command=PROG)
-
 
 
 def exit_now(code: int) -> NoReturn:
