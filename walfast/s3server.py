@@ -6,7 +6,7 @@ end-to-end benchmark (``benchmarks/e2e``) share one definition; it is not
 part of the receiver and needs ``moto[server]`` (the ``test`` extra).
 
 It is an HTTP endpoint like MinIO's or AWS's: boto3 talks to it over TCP
-through ``AWS_ENDPOINT_URL``, with signed requests, Content-MD5 checks and
+through ``AWS_ENDPOINT_URL``, with signed requests, checksums and
 multipart uploads; nothing in walfast's process is patched.  Its state is
 in memory (objects over ~5 MB in temporary files in *tmpdir*), so a test
 that needs the store to go away for a while puts a proxy in front of it
@@ -29,7 +29,6 @@ from typing import Any
 from walfast.cluster import free_port, make_tls_files
 
 __all__ = ["S3Server", "s3_env"]
-
 
 
 def s3_env(endpoint: str) -> dict[str, str]:
@@ -56,9 +55,9 @@ class S3Server:
     the system's).  *cpus*: the CPUs it may run on (``sched_setaffinity``;
     default all).  *tls*: serve https, as AWS and most stores do, with a
     self-signed certificate that :attr:`env` makes boto3 trust
-    (``AWS_CA_BUNDLE``).  Over plain http botocore signs a SHA-256 of every
-    body; over https it sends ``UNSIGNED-PAYLOAD`` with its checksum, so a
-    benchmark of the client's cost should use https."""
+    (``AWS_CA_BUNDLE``): the path production uses, where botocore sends
+    the body unsigned with its checksum in a trailer instead of signing a
+    SHA-256 of it (benchmarks/upload_cost.py compares the two)."""
 
     def __init__(self, log: Path | None = None, *, tmpdir: Path | None = None,
                  cpus: set[int] | None = None, tls: bool = False) -> None:

@@ -427,23 +427,9 @@ class Uploader:
         if segno is None or (segno, flushed) == self._partial_archived:
             return
         self._last_partial = time.monotonic()
-        try:
-            # A snapshot: the receive loop goes on writing the file, and the
-            # body must match the Content-MD5 computed from it.  Every byte
-            # up to *flushed* was in it before it was read.
-            data = (self.directory / name).read_bytes()
-            self.store.put(name, data)
-        except FileNotFoundError:
-            return      # completed (renamed) meanwhile: the segment is uploaded instead
-        except (ArchiveError, OSError) as exc:
-            with self._lock:
-                self.failures += 1
-                self.last_error = describe(exc)
-            log.warning("%s; the open segment is uploaded again in %g s",
-                        describe(exc), self.partial_interval)
-            return
+        if not self._put_partial(name, "the open segment"):
+            return      # gone: completed (renamed) meanwhile, the segment is uploaded instead
         with self._lock:
-            self._partial_objects.add(name)
             self._partial_archived = (segno, flushed)
             completed_meanwhile = segno in self._archived_segnos
         if completed_meanwhile:
@@ -455,23 +441,36 @@ class Uploader:
 
     def _ship_timeline_end(self, name: str) -> None:
         """Upload the final state of the ``.partial`` file a timeline left
-        (see :meth:`timeline_ended`)."""
+        (see :meth:`timeline_ended`); after a failure, again one partial
+        interval later."""
+        if self._put_partial(name, "the end of the timeline"):
+            log.info("uploaded %s, the end of its timeline", name)
+        elif (self.directory / name).exists():
+            with self._lock:
+                self._timeline_ends.append(name)
+                self._timeline_ends_not_before = time.monotonic() + self.partial_interval
+
+    def _put_partial(self, name: str, what: str) -> bool:
+        """Put the whole ``.partial`` file *name* as its object.  False when
+        the file is gone or the store failed (counted, and a warning says
+        *what* is uploaded again when)."""
         try:
-            self.store.put(name, (self.directory / name).read_bytes())
+            # A snapshot: the receive loop may go on writing the file, and the
+            # body must match the checksum botocore computes from it.
+            data = (self.directory / name).read_bytes()
+            self.store.put(name, data)
         except FileNotFoundError:
-            return
+            return False
         except (ArchiveError, OSError) as exc:
             with self._lock:
                 self.failures += 1
                 self.last_error = describe(exc)
-                self._timeline_ends.append(name)
-                self._timeline_ends_not_before = time.monotonic() + self.partial_interval
-            log.warning("%s; the end of the timeline is uploaded again in %g s",
-                        describe(exc), self.partial_interval)
-            return
+            log.warning("%s; %s is uploaded again in %g s", describe(exc), what,
+                        self.partial_interval)
+            return False
         with self._lock:
             self._partial_objects.add(name)
-        log.info("uploaded %s, the end of timeline %d", name, int(name[:8], 16))
+        return True
 
     # ---- status --------------------------------------------------------------------
 

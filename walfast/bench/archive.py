@@ -145,8 +145,7 @@ def figures(sampler: WalsenderSampler, rng: WalRange, status: dict[str, Any] | N
       after the receive (its uploads while it drains)."""
     out: dict[str, Any] = {}
     names = set(rng.segment_names())
-    # (seen up to one poll late: never after the exit, see _receive_window)
-    stop = None if sampler.stop_line_s is None else min(sampler.stop_line_s, wall)
+    stop = sampler.stop_line_before(wall)
     stored: dict[str, float] = {}
     for key, events in (("stored", sampler.stored), ("recorded", sampler.archived)):
         first: dict[str, float] = {}

@@ -267,6 +267,13 @@ class WalsenderSampler(threading.Thread):
             self._store_log = _Tail(store.log)
             self._store_log.skip()
 
+    def stop_line_before(self, wall: float) -> float | None:
+        """When the receiver printed its ``stopped log streaming`` line
+        (seconds from the spawn), at most *wall* (spawn to exit): the stderr
+        is polled every 10 ms, so a receiver that exits right after printing
+        it (walfast) is seen to print it after its exit."""
+        return None if self.stop_line_s is None else min(self.stop_line_s, wall)
+
     def counters(self) -> dict[str, Any]:
         """CPU seconds so far of the receiver, its walsender, the S3 server
         and the whole machine."""
@@ -571,13 +578,11 @@ def _receive_window(sampler: WalsenderSampler, at_spawn: dict[str, Any],
     streaming`` line (walfast and pg_receivewal print it at ``--endpos``
     with ``-v``): receive MB/s, and the CPU seconds spent meanwhile by the
     receiver, its walsender and the whole machine (busy: of all its CPUs;
-    steal: taken by the hypervisor).  The line is seen up to one 10 ms poll
-    late, possibly after the receiver exited (*wall*: spawn to exit): it
-    was printed before the exit, so the window ends there at the latest."""
-    stop, at = sampler.stop_line_s, sampler.at_stop
+    steal: taken by the hypervisor).  *wall*: spawn to exit (see
+    :meth:`WalsenderSampler.stop_line_before`)."""
+    stop, at = sampler.stop_line_before(wall), sampler.at_stop
     if stop is None or at is None or stop <= 0:
         return {}
-    stop = min(stop, wall)
     out: dict[str, Any] = dict(recv_s=round(stop, 4), recv_mb_s=round(rng.nbytes / 1e6 / stop, 1))
     if sampler.start_line_s is not None and stop > sampler.start_line_s:
         out["stream_recv_mb_s"] = round(rng.nbytes / 1e6 / (stop - sampler.start_line_s), 1)
